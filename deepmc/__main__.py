@@ -1,0 +1,76 @@
+"""The ``deepmc`` command line: ``deepmc demo`` and ``deepmc compare``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Fit the compressed and the full-width network to a synthetic problem."""
+    import warnings
+
+    from .datasets import make_problem
+    from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+
+    problem = make_problem(args.problem, random_state=args.seed)
+    m, n = problem.shape
+    print(
+        f"problem {args.problem}: {m}x{n}, rank {problem.rank}, "
+        f"{problem.train.n_observed} observed entries ({problem.train.n_observed / (m * n):.0%}), "
+        f"depth {problem.depth}, init_scale {problem.init_scale}"
+    )
+    rows = []
+    for label, est in (
+        ("compressed", CompressedDeepMatrixCompletion(rank=problem.rank, device=args.device)),
+        ("full-width", DeepMatrixCompletion(device=args.device)),
+    ):
+        est.set_params(depth=problem.depth, random_state=args.seed, verbose=args.verbose)
+        if problem.init_scale is not None:
+            est.set_params(init_scale=problem.init_scale)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est.fit(problem.train)
+        seconds = time.perf_counter() - t0
+        error = problem.recovery_error(est)
+        rows.append((label, est.n_iter_, seconds, error))
+        for w in caught:
+            print(f"  warning ({label}): {w.message}")
+    print(f"{'network':<12}{'iterations':>12}{'seconds':>10}{'recovery error':>16}")
+    for label, it, sec, err in rows:
+        print(f"{label:<12}{it:>12d}{sec:>10.2f}{err:>16.2e}")
+    print(f"speed-up of compressed over full width: {rows[1][2] / rows[0][2]:.1f}x (wall clock)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``deepmc`` console script."""
+    parser = argparse.ArgumentParser(
+        prog="deepmc", description="Deep matrix completion with compressed deep linear networks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo", help="fit the compressed and full-width networks to a reference problem"
+    )
+    demo.add_argument("--problem", default="A", choices=["A", "B"], help="reference problem")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--verbose", type=int, default=0)
+    demo.set_defaults(func=_demo)
+    try:
+        from .compare import configure_parser
+    except ImportError:  # pragma: no cover - compare not installed in this build
+        pass
+    else:
+        configure_parser(sub.add_parser("compare", help="compare networks on one problem"))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

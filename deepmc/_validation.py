@@ -1,0 +1,273 @@
+"""Input conversion: every accepted input becomes sorted ``Observations``.
+
+Accepted inputs (DESIGN.md §4):
+
+* a dense array or :class:`pandas.DataFrame` with ``np.nan`` marking missing entries;
+* a dense array plus an explicit boolean ``mask`` (``True`` = observed); values where the
+  mask is ``False`` are ignored, NaN included;
+* a :mod:`scipy.sparse` matrix or array whose *stored* entries are the observed ones
+  (explicit zeros included);
+* triplets ``(rows, cols, values)`` or ``(rows, cols, values, shape)``, or an
+  :class:`Observations`.
+
+The caller's arrays are never modified: everything below reads and copies.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.utils import check_array
+
+__all__ = ["Observations", "check_indices", "check_observations"]
+
+
+class Observations(NamedTuple):
+    """Observed entries of an ``m × n`` matrix, in coordinate form.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (N,), dtype int64
+        Row index of each observation.
+    cols : ndarray of shape (N,), dtype int64
+        Column index of each observation.
+    values : ndarray of shape (N,), dtype float32 or float64
+        Observed values.
+    shape : tuple of (int, int)
+        ``(m, n)``, the shape of the full matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from deepmc import Observations
+    >>> obs = Observations(np.array([0, 1]), np.array([1, 0]), np.array([2.0, 3.0]), (2, 2))
+    >>> obs.shape
+    (2, 2)
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, int]
+
+    @property
+    def n_observed(self) -> int:
+        """Number of observed entries N."""
+        return int(self.values.shape[0])
+
+    def to_dense(self) -> np.ndarray:
+        """Return the ``m × n`` array with ``np.nan`` at unobserved entries."""
+        out = np.full(self.shape, np.nan, dtype=self.values.dtype)
+        out[self.rows, self.cols] = self.values
+        return out
+
+
+def _float_dtype(dtype: np.dtype) -> np.dtype:
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+def check_indices(rows: Any, cols: Any, shape: tuple[int, int], *, name: str = "rows/cols"):
+    """Validate integer index arrays against ``shape``.
+
+    Parameters
+    ----------
+    rows, cols : array-like of int
+        Row and column indices, same length.
+    shape : tuple of (int, int)
+        Shape of the matrix the indices address.
+    name : str, default="rows/cols"
+        Argument name used in error messages.
+
+    Returns
+    -------
+    rows, cols : ndarray of int64
+
+    Raises
+    ------
+    ValueError
+        If the indices are not 1-D integers of equal length within ``shape``.
+    """
+    out = []
+    for label, idx, bound in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
+        arr = np.asarray(idx)
+        if arr.ndim != 1:
+            raise ValueError(
+                f"{name}: {label} must be a 1-D array of integer indices, got an array "
+                f"with shape {arr.shape}."
+            )
+        if arr.dtype.kind not in "iu":
+            if (
+                arr.dtype.kind == "f"
+                and arr.size
+                and np.all(np.isfinite(arr))
+                and np.all(arr == np.round(arr))
+            ):
+                arr = arr.astype(np.int64)
+            elif arr.size == 0:
+                arr = arr.astype(np.int64)
+            else:
+                raise ValueError(
+                    f"{name}: {label} must hold integer indices, got dtype {arr.dtype}."
+                )
+        arr = arr.astype(np.int64, copy=False)
+        if arr.size and (arr.min() < 0 or arr.max() >= bound):
+            raise ValueError(
+                f"{name}: {label} must lie in [0, {bound}) for a matrix of shape {shape}, "
+                f"got values in [{arr.min()}, {arr.max()}]."
+            )
+        out.append(arr)
+    if out[0].shape != out[1].shape:
+        raise ValueError(
+            f"{name}: rows and cols must have the same length, got {out[0].shape[0]} and "
+            f"{out[1].shape[0]}."
+        )
+    return out[0], out[1]
+
+
+def _check_finite_values(values: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"{what}: observed values must be finite, got {int(bad.sum())} non-finite "
+            f"value(s) (e.g. {values[bad][0]!r}). Mark missing entries as unobserved instead."
+        )
+
+
+def _sorted(rows, cols, values, shape) -> Observations:
+    order = np.lexsort((cols, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    if rows.size > 1:
+        dup = (rows[1:] == rows[:-1]) & (cols[1:] == cols[:-1])
+        if dup.any():
+            k = int(np.argmax(dup))
+            raise ValueError(
+                f"X: entry ({rows[k]}, {cols[k]}) is observed more than once "
+                f"({int(dup.sum())} duplicate(s)); each entry may be observed at most once."
+            )
+    return Observations(rows, cols, values, (int(shape[0]), int(shape[1])))
+
+
+def _from_triplets(X: tuple) -> Observations:
+    if len(X) not in (3, 4):
+        raise ValueError(
+            "X: a tuple input must be (rows, cols, values) or (rows, cols, values, shape), "
+            f"got a tuple of length {len(X)}."
+        )
+    values = np.asarray(X[2])
+    if values.ndim != 1:
+        raise ValueError(f"X: triplet values must be 1-D, got shape {values.shape}.")
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"X: triplet values must be numeric, got dtype {values.dtype}.")
+    if len(X) == 4:
+        shape = tuple(X[3])
+        if len(shape) != 2 or not all(isinstance(s, numbers.Integral) and s > 0 for s in shape):
+            raise ValueError(f"X: shape must be two positive integers, got {X[3]!r}.")
+    else:
+        r, c = np.asarray(X[0]), np.asarray(X[1])
+        if r.size == 0:
+            raise ValueError("X: no observed entries; cannot infer the shape from triplets.")
+        shape = (int(np.max(r)) + 1, int(np.max(c)) + 1)
+    rows, cols = check_indices(X[0], X[1], shape, name="X")
+    if values.shape[0] != rows.shape[0]:
+        raise ValueError(
+            f"X: rows, cols and values must have the same length, got {rows.shape[0]} "
+            f"indices and {values.shape[0]} values."
+        )
+    values = values.astype(_float_dtype(values.dtype), copy=True)
+    _check_finite_values(values, "X")
+    return _sorted(rows, cols, values, shape)
+
+
+def check_observations(X: Any, *, mask: Any = None) -> Observations:
+    """Convert any accepted input into sorted :class:`Observations`.
+
+    Parameters
+    ----------
+    X : array-like, DataFrame, sparse matrix, tuple or Observations
+        The partially observed matrix; see the module docstring for the formats.
+    mask : array-like of bool of shape (m, n), default=None
+        Explicit observation mask for a dense ``X`` (``True`` = observed).
+
+    Returns
+    -------
+    Observations
+        Sorted by row then column; values are float32 if the input was float32, else
+        float64; arrays are copies.
+
+    Raises
+    ------
+    ValueError
+        On any malformed input, naming the argument, what was received and what is
+        expected.
+    TypeError
+        If ``mask`` is given with a sparse or triplet ``X``.
+    """
+    if isinstance(X, tuple):
+        if mask is not None:
+            raise TypeError("mask: only valid with a dense X; triplets are all observed.")
+        return _from_triplets(X)
+    if sp.issparse(X):
+        if mask is not None:
+            raise TypeError(
+                "mask: only valid with a dense X; the stored entries of a sparse X are the "
+                "observed ones."
+            )
+        if X.ndim != 2:
+            raise ValueError(f"X: expected a 2-D matrix, got {X.ndim} dimension(s).")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X: sparse values must be numeric, got dtype {X.dtype}.")
+        coo = sp.coo_matrix(X)  # a new object; X is untouched
+        if coo.shape[0] == 0 or coo.shape[1] == 0:
+            raise ValueError(f"X: empty matrix of shape {coo.shape}.")
+        values = np.array(coo.data, dtype=_float_dtype(coo.dtype), copy=True)
+        _check_finite_values(values, "X (stored entries of the sparse matrix)")
+        rows = np.asarray(coo.row, dtype=np.int64)
+        cols = np.asarray(coo.col, dtype=np.int64)
+        return _sorted(rows, cols, values, coo.shape)
+
+    if isinstance(X, pd.DataFrame):
+        non_numeric = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
+        if non_numeric:
+            raise ValueError(
+                f"X: DataFrame columns must be numeric, got non-numeric column(s) "
+                f"{non_numeric[:5]!r}."
+            )
+    arr = np.asarray(X) if not isinstance(X, pd.DataFrame) else X.to_numpy(dtype=float)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(
+            f"X: expected a numeric matrix (float, int or bool) with np.nan for missing "
+            f"entries, got dtype {arr.dtype}."
+        )
+    if arr.ndim != 2:
+        raise ValueError(
+            f"X: expected a 2-D matrix, got an array with {arr.ndim} dimension(s) and shape "
+            f"{arr.shape}."
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"X: empty matrix of shape {arr.shape}.")
+    arr = check_array(
+        arr,
+        dtype=(np.float64, np.float32),
+        ensure_all_finite=False,
+        copy=False,
+        input_name="X",
+    )
+    if mask is None:
+        observed = ~np.isnan(arr)
+    else:
+        m = np.asarray(mask)
+        if m.shape != arr.shape:
+            raise ValueError(f"mask: expected shape {arr.shape} (that of X), got {m.shape}.")
+        if m.dtype != np.bool_:
+            raise ValueError(
+                f"mask: expected a boolean array (True = observed), got dtype {m.dtype}."
+            )
+        observed = m
+    rows, cols = np.nonzero(observed)
+    values = np.array(arr[rows, cols], copy=True)
+    _check_finite_values(values, "X")
+    return Observations(rows.astype(np.int64), cols.astype(np.int64), values, arr.shape)

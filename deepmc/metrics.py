@@ -1,0 +1,63 @@
+"""How results are measured (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["recovery_error", "relative_error", "rmse"]
+
+
+def relative_error(predicted: Any, true: Any) -> float:
+    """``‖predicted − true‖_F / ‖true‖_F``.
+
+    Examples
+    --------
+    >>> relative_error([1.0, 2.0], [1.0, 1.0])
+    0.7071067811865476
+    """
+    p = np.asarray(predicted, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"predicted and true must have the same shape, got {p.shape}, {t.shape}.")
+    denom = np.linalg.norm(t)
+    if denom == 0:
+        raise ValueError("true: the reference has zero norm; the relative error is undefined.")
+    return float(np.linalg.norm(p - t) / denom)
+
+
+def rmse(predicted: Any, true: Any) -> float:
+    """Root-mean-square error.
+
+    Examples
+    --------
+    >>> rmse([1.0, 3.0], [1.0, 1.0])
+    1.4142135623730951
+    """
+    p = np.asarray(predicted, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"predicted and true must have the same shape, got {p.shape}, {t.shape}.")
+    return float(np.sqrt(np.mean((p - t) ** 2)))
+
+
+def recovery_error(estimator: Any, rows: Any, cols: Any, true_values: Any) -> float:
+    """Relative recovery error of a fitted estimator on the entries ``(rows, cols)``.
+
+    ``‖P_S(X̂ − Φ)‖_F / ‖P_S(Φ)‖_F`` for a set ``S`` of entries, typically the unobserved
+    entries Ωᶜ, or a large random sample of them when ``m·n`` is large. Uses
+    ``estimator.predict``, so no ``m × n`` matrix is formed.
+
+    Parameters
+    ----------
+    estimator : fitted estimator with ``predict(rows, cols)``
+    rows, cols : array-like of int of shape (K,)
+    true_values : array-like of shape (K,)
+        ``Φ`` at those entries.
+
+    Returns
+    -------
+    float
+    """
+    return relative_error(estimator.predict(rows, cols), true_values)

@@ -1,0 +1,294 @@
+"""The compressed deep network ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` (law of parsimony)."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._base import _BaseDeepMC
+from .._ops import (
+    ObservedPattern,
+    chain_backward,
+    chain_prefixes,
+    chain_product,
+    sampled_product,
+    sparse_matmul,
+    sparse_t_matmul,
+)
+from ..init import parsimony, random_frames, spectral
+
+__all__ = ["CompressedDeepMatrixCompletion", "compressed_loss_and_grads"]
+
+
+def compressed_loss_and_grads(
+    pattern: ObservedPattern,
+    y: torch.Tensor,
+    s: float,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Loss ``(s/2) Σ_Ω ((U C Vᵀ)_ij − y_ij)²`` with ``C = W̃_L ⋯ W̃_1``, and its gradients.
+
+    Never forms an ``m × n`` matrix: with ``A = U C``, the predictions on Ω are the
+    sampled product ``(A Vᵀ)_Ω`` and, with ``R`` the sparse residual ``s(P_Ω(X) − y)``,
+    ``∇_A = R V``, ``∇_V = Rᵀ A``, ``∇_U = ∇_A Cᵀ`` and ``∇_C = Uᵀ ∇_A``, back-propagated
+    through the cores. Cost O(N·k + (m+n)·k² + L·k³) for ``k = 2r̂``.
+
+    Parameters
+    ----------
+    pattern : ObservedPattern
+        CSR structure of Ω (observations sorted by row, then column).
+    y : Tensor of shape (N,)
+        Observed values in the same order.
+    s : float
+        Loss scale ``m·n / N``.
+    U : Tensor of shape (m, k)
+    V : Tensor of shape (n, k)
+    cores : list of Tensor of shape (k, k)
+        ``[W̃_1, …, W̃_L]``.
+
+    Returns
+    -------
+    loss : Tensor (scalar)
+    residual : Tensor of shape (N,)
+        ``X_Ω − y``.
+    grad_U : Tensor of shape (m, k)
+    grad_V : Tensor of shape (n, k)
+    grad_cores : list of Tensor of shape (k, k)
+    """
+    prefixes = chain_prefixes(cores)
+    C = prefixes[-1]
+    A = U @ C
+    diff = sampled_product(pattern, A, V) - y
+    loss = 0.5 * s * torch.dot(diff, diff)
+    r = s * diff
+    grad_A = sparse_matmul(pattern, r, V)
+    grad_V = sparse_t_matmul(pattern, r, A)
+    grad_cores = chain_backward(cores, prefixes, U.T @ grad_A)
+    return loss, diff, grad_A @ C.T, grad_V, grad_cores
+
+
+class CompressedDeepMatrixCompletion(_BaseDeepMC):
+    r"""Deep matrix completion with the compressed network of the law of parsimony.
+
+    Gradient descent on a deep linear network from ε-orthogonal init only changes each
+    layer inside a 2r-dimensional subspace (Yaras et al. 2023). The compressed network
+    trains only that part:
+
+    .. math::
+
+        X = U \, \tilde W_L \cdots \tilde W_1 \, V^\top, \qquad
+        U \in \mathbb{R}^{m\times 2\hat r},\; V \in \mathbb{R}^{n\times 2\hat r},\;
+        \tilde W_l \in \mathbb{R}^{2\hat r\times 2\hat r},\; \tilde W_l(0) = \varepsilon I,
+
+    by gradient descent on the loss of :class:`DeepMatrixCompletion`,
+    ``ℓ = (s/2) Σ_Ω (X_ij − Y_ij)²`` with ``s = m·n/N``: the cores with step η and the
+    factors ``U``, ``V`` with the discrepant step γη (Yaras et al. 2024; Kwon et al.
+    2024), without which completion stalls. No ``m × n`` array is formed: predictions
+    on Ω are sampled products and gradients sparse × dense products, so a step costs
+    O(N·r̂ + (m+n)·r̂² + L·r̂³) and the memory is O(N + (m+n)·r̂).
+
+    As for :class:`DeepMatrixCompletion`, the observations are divided by σ₁ of
+    ``s·P_Ω(Y)`` (``scale_``), which makes ``init_scale`` and the learning rates
+    relative.
+
+    Parameters
+    ----------
+    rank : int, default=10
+        r̂, an over-estimate of the rank; the cores are ``2r̂ × 2r̂``. ``2*rank`` must not
+        exceed ``min(m, n)``.
+    depth : int, default=3
+        Number of cores ``L`` (≥ 2).
+    init : {"parsimony", "spectral", "random"}, default="parsimony"
+        ``U(0), V(0)``: ``"parsimony"`` spans the subspace in which gradient descent
+        acts on the full-width network at its ε-orthogonal init, so that
+        ``X(0)`` is the full-width ``X(0)`` restricted to it (see
+        :func:`deepmc.init.parsimony`); ``"spectral"`` takes the top-2r̂ singular
+        vectors of ``s·P_Ω(Y)``; ``"random"`` random orthonormal frames.
+    init_scale : float or "auto", default="auto"
+        ε, relative to σ₁^{1/L}; ``"auto"`` is ``tol^{1/L}`` clipped to [1e-3, 0.1].
+    lr : float or "auto", default="auto"
+        η for the cores, normalised units (σ₁ = 1): ``"auto"`` is ``1/L`` for GD.
+    factor_lr_ratio : float or "auto", default="auto"
+        γ: ``U`` and ``V`` use ``γη``. ``"auto"`` is ``0.2·L`` for ``"gd"`` and
+        ``"momentum"`` — a factor step of 0.2/σ₁², inside the range 0.1–0.3 found to
+        converge on the reference problems (DESIGN.md §3) — and 1 for ``"adam"``.
+        ``0`` freezes the factors.
+    optimizer : {"gd", "momentum", "adam"}, default="gd"
+    weight_decay : float, default=0.0
+    max_iter : int, default=20000
+    tol : float, default=1e-6
+        Stop when the fitted values on Ω change by at most ``tol`` (relative) between
+        two checks, as in :class:`DeepMatrixCompletion`.
+    check_every : int, default=25
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+        As in :class:`DeepMatrixCompletion`.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    dtype : {None, "float32", "float64"}, default=None
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+    warm_start : bool, default=False
+
+    Attributes
+    ----------
+    U_ : ndarray of shape (m, 2*rank)
+    V_ : ndarray of shape (n, 2*rank)
+    cores_ : list of ndarray of shape (2*rank, 2*rank)
+        ``[W̃_1, …, W̃_L]``; ``X̂ = scale_ · U_ · W̃_L ⋯ W̃_1 · V_ᵀ``.
+    scale_ : float
+    lr_ : float
+        η used for the cores (normalised units).
+    factor_lr_ : float
+        γη used for ``U`` and ``V``.
+    init_scale_ : float
+    n_iter_ : int
+    best_iteration_ : int
+    history_ : pandas.DataFrame
+        As in :class:`DeepMatrixCompletion`.
+    shape_ : tuple of (int, int)
+    sampling_scale_ : float
+    device_ : str
+    n_features_in_ : int
+
+    See Also
+    --------
+    DeepMatrixCompletion : The full-width and narrow networks.
+
+    References
+    ----------
+    .. [1] C. Yaras, P. Wang, W. Hu, Z. Zhu, L. Balzano, Q. Qu. "The Law of Parsimony
+       in Gradient Descent for Learning Deep Linear Networks", arXiv:2306.01154, 2023.
+    .. [2] S. M. Kwon, Z. Zhang, D. Song, L. Balzano, Q. Qu. "Efficient Low-Dimensional
+       Compression of Overparameterized Models", AISTATS 2024.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from deepmc import CompressedDeepMatrixCompletion
+    >>> rng = np.random.default_rng(0)
+    >>> Phi = rng.standard_normal((40, 2)) @ rng.standard_normal((2, 30))
+    >>> X = np.where(rng.random(Phi.shape) < 0.5, Phi, np.nan)
+    >>> est = CompressedDeepMatrixCompletion(rank=3, random_state=0).fit(X)
+    >>> est.U_.shape, est.V_.shape, est.cores_[0].shape
+    ((40, 6), (30, 6), (6, 6))
+    >>> bool(np.linalg.norm(est.transform(X) - Phi) / np.linalg.norm(Phi) < 1e-3)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseDeepMC._parameter_constraints,
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"parsimony", "spectral", "random"})],
+        "factor_lr_ratio": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        rank: int = 10,
+        *,
+        depth: int = 3,
+        init: str = "parsimony",
+        init_scale: float | str = "auto",
+        lr: float | str = "auto",
+        factor_lr_ratio: float | str = "auto",
+        optimizer: str = "gd",
+        weight_decay: float = 0.0,
+        max_iter: int = 20_000,
+        tol: float = 1e-6,
+        check_every: int = 25,
+        device: str = "auto",
+        dtype: Any = None,
+        random_state: Any = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+    ) -> None:
+        super().__init__(
+            depth=depth,
+            init_scale=init_scale,
+            lr=lr,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            max_iter=max_iter,
+            tol=tol,
+            check_every=check_every,
+            device=device,
+            dtype=dtype,
+            random_state=random_state,
+            verbose=verbose,
+            warm_start=warm_start,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+        )
+        self.rank = rank
+        self.init = init
+        self.factor_lr_ratio = factor_lr_ratio
+
+    def _check_shape_params(self, shape: tuple[int, int]) -> None:
+        if 2 * self.rank > min(shape):
+            raise ValueError(
+                f"rank: the compressed network has width 2*rank = {2 * self.rank}, which "
+                f"must not exceed min(m, n) = {min(shape)} for a matrix of shape {shape}; "
+                f"got rank={self.rank}, expected rank <= {min(shape) // 2}."
+            )
+
+    def _factor_lr_ratio(self) -> float:
+        if self.factor_lr_ratio != "auto":
+            return float(self.factor_lr_ratio)
+        return 1.0 if self.optimizer == "adam" else 0.2 * self.depth
+
+    def _n_singular(self) -> int:
+        return {"parsimony": self.rank, "spectral": 2 * self.rank, "random": 1}[self.init]
+
+    def _initialize(self, problem, u, v, generator, init_scale):
+        m, n = problem.shape
+        k = 2 * self.rank
+        opts = {"dtype": problem.dtype, "device": problem.device}
+        if self.init == "parsimony":
+            U, V = parsimony(u, v, generator=generator, **opts)
+        elif self.init == "spectral":
+            U, V = spectral(u, v, **opts)
+        else:
+            U, V = random_frames(m, n, k, generator=generator, **opts)
+        eye = torch.eye(k, **opts)
+        cores = [init_scale * eye.clone() for _ in range(self.depth)]
+        return {"cores": cores, "factors": [U, V]}
+
+    def _loss_and_grads(self, problem, groups):
+        U, V = groups["factors"]
+        loss, resid, gU, gV, gcores = compressed_loss_and_grads(
+            problem.pattern, problem.y, problem.sampling_scale, U, V, groups["cores"]
+        )
+        return loss, resid, {"cores": gcores, "factors": [gU, gV]}
+
+    def _predict_tensor(self, groups, rows, cols):
+        U, V = groups["factors"]
+        A = U @ chain_product(groups["cores"])
+        return torch.einsum("ij,ij->i", A[rows], V[cols])
+
+    def _fit(self, obs, eval_obs) -> None:
+        super()._fit(obs, eval_obs)
+        self.factor_lr_ = self.lr_ * self._factor_lr_ratio()
+
+    def _store(self, groups: dict[str, list[np.ndarray]]) -> None:
+        self.cores_ = groups["cores"]
+        self.U_, self.V_ = groups["factors"]
+
+    def _stored_groups(self) -> dict[str, list[np.ndarray]]:
+        return {"cores": self.cores_, "factors": [self.U_, self.V_]}
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+        C = self.cores_[0]
+        for W in self.cores_[1:]:
+            C = W @ C
+        return self.scale_ * (self.U_ @ C), self.V_

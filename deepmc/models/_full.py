@@ -1,0 +1,318 @@
+"""The deep matrix factorisation ``X = W_L ⋯ W_1`` at full width or narrow width."""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval
+
+from .._base import _BaseDeepMC, _Problem
+from .._ops import chain_backward, chain_prefixes
+from ..init import epsilon_orthogonal
+
+__all__ = ["DeepMatrixCompletion"]
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def full_loss_and_grads(
+    layers: list[torch.Tensor], Y: torch.Tensor, M: torch.Tensor, s: float
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Loss ``(s/2)‖M ⊙ (W_L⋯W_1 − Y)‖²`` and its exact gradients for every layer.
+
+    Parameters
+    ----------
+    layers : list of Tensor
+        ``[W_1 (w × n), W_2 (w × w), …, W_L (m × w)]``.
+    Y : Tensor of shape (m, n)
+        Observed values, zero elsewhere.
+    M : Tensor of shape (m, n)
+        1 on observed entries, 0 elsewhere.
+    s : float
+        Loss scale ``m·n / N``.
+
+    Returns
+    -------
+    loss : Tensor (scalar)
+    residual : Tensor of shape (m, n)
+        ``M ⊙ (X − Y)``.
+    grads : list of Tensor
+    """
+    prefixes = chain_prefixes(layers)
+    D = (prefixes[-1] - Y) * M
+    loss = 0.5 * s * torch.sum(D * D)
+    return loss, D, chain_backward(layers, prefixes, s * D)
+
+
+class DeepMatrixCompletion(_BaseDeepMC):
+    r"""Deep matrix completion with a full-width (or narrow) deep linear network.
+
+    Fits ``X = W_L ⋯ W_1`` to the observed entries Ω of ``Y`` by gradient descent on
+
+    .. math::
+
+        \ell(\Theta) = \frac{s}{2} \sum_{(i,j)\in\Omega} (X_{ij} - Y_{ij})^2
+        + \frac{\lambda}{2} \sum_l \|W_l\|_F^2, \qquad s = \frac{mn}{N},
+
+    so that ℓ ≈ ½‖X − Φ‖²_F whatever the sampling rate, from the ε-scaled orthogonal
+    initialisation ``W_lᵀW_l = ε²I`` or ``W_lW_lᵀ = ε²I``, with ``W_1 ∈ R^{w×n}``,
+    ``W_l ∈ R^{w×w}``, ``W_L ∈ R^{m×w}``. With ``width=None`` (``w = max(m, n)``) this is
+    the "original" over-parameterised network of the law of parsimony, trained exactly:
+    every step forms ``X`` and costs O(L·w³). ``width=2*rank`` gives the narrow network
+    the papers compare against.
+
+    Internally the observations are divided by σ₁, the top singular value of
+    ``s·P_Ω(Y)`` (stored in ``scale_``), so ``init_scale`` and ``lr`` are relative:
+    one value fits every data scale.
+
+    Parameters
+    ----------
+    width : int, default=None
+        Hidden width ``w``; ``None`` means ``max(m, n)``.
+    depth : int, default=3
+        Number of layers ``L`` (≥ 2).
+    init_scale : float or "auto", default="auto"
+        ε, relative to σ₁^{1/L}. ``"auto"`` picks ``tol^{1/L}`` clipped to [1e-3, 0.1]:
+        the recovery error floor is about ε^L and the initial plateau about
+        1/(η ε^{L−2}) steps.
+    lr : float or "auto", default="auto"
+        Step size η for the normalised problem (σ₁ = 1). ``"auto"`` is ``1/L`` for
+        ``"gd"`` (half the stability limit 2/(L σ₁^{2−2/L})), ``0.1/L`` for
+        ``"momentum"`` and ``1e-2`` for ``"adam"``.
+    optimizer : {"gd", "momentum", "adam"}, default="gd"
+        Plain gradient descent (the papers' setting), heavy ball (β = 0.9), or Adam.
+    weight_decay : float, default=0.0
+        λ; the GD step is ``W ← (1 − ηλ)W − η∇ℓ``.
+    max_iter : int, default=20000
+        Maximum number of gradient steps.
+    tol : float, default=1e-6
+        Stop when the fitted values on Ω change by at most ``tol`` relative to their
+        norm between two checks: ``‖X_Ω(t) − X_Ω(t − check_every)‖_F / ‖X_Ω(t)‖_F ≤ tol``.
+        This ends an exact fit, a fit that reached the ε^L floor of small
+        initialisation, and a fit of noisy data alike; the relative training residual
+        ``‖P_Ω(X − Y)‖_F / ‖P_Ω(Y)‖_F`` is recorded in ``history_`` beside it.
+    check_every : int, default=25
+        Steps between checks (tolerance, divergence, history, progress). Nothing is
+        read back from the device between checks.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the observed entries (seeded by
+        ``random_state``), stop when their RMSE has not improved for
+        ``n_iter_no_change`` checks, and keep the weights of the best check.
+    validation_fraction : float, default=0.1
+        Fraction of the observations held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Checks without improvement of the validation RMSE before stopping.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        ``"auto"`` uses CUDA when available. Results are NumPy arrays on the host.
+    dtype : {None, "float32", "float64"}, default=None
+        ``None`` keeps float32 input in float32 and uses float64 otherwise.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the initialisation.
+    verbose : int, default=0
+        Show a progress bar with the current loss.
+    warm_start : bool, default=False
+        Continue from the fitted weights when refitting a matrix of the same shape.
+
+    Attributes
+    ----------
+    weights_ : list of ndarray
+        ``[W_1, …, W_L]`` in normalised units: ``X̂ = scale_ · W_L ⋯ W_1``.
+    scale_ : float
+        σ₁ of ``s·P_Ω(Y)``, the normalisation of the observations.
+    lr_ : float
+        The step size η used (normalised units; after any divergence back-off).
+    init_scale_ : float
+        The ε used.
+    width_ : int
+        The hidden width used.
+    n_iter_ : int
+        Number of gradient steps taken.
+    best_iteration_ : int
+        The iteration whose weights were kept: ``n_iter_`` unless early stopping
+        restored an earlier check.
+    history_ : pandas.DataFrame
+        One row per check: ``iteration``, ``seconds`` (since ``fit`` was called,
+        initialisation included), ``loss`` (data-fit term, in the units of the data),
+        ``residual`` (relative training residual), ``change`` (the stopping quantity),
+        ``lr``, ``eval_error``/``eval_rmse`` when ``eval_set`` is given,
+        ``val_error``/``val_rmse`` with early stopping, and ``event`` (divergence
+        back-off, ``converged``, ``early_stopping``, ``max_iter`` or ``interrupted``).
+    shape_ : tuple of (int, int)
+        ``(m, n)``.
+    sampling_scale_ : float
+        ``s = m·n / N``.
+    device_ : str
+        The device the fit ran on.
+    n_features_in_ : int
+        ``n``.
+
+    See Also
+    --------
+    CompressedDeepMatrixCompletion : The compressed network, O((m+n)·r̂) per step.
+
+    Notes
+    -----
+    Memory is O(L·w² + m·n); the fit refuses to start when the estimate exceeds the
+    memory available on the device.
+
+    References
+    ----------
+    .. [1] C. Yaras, P. Wang, W. Hu, Z. Zhu, L. Balzano, Q. Qu. "The Law of Parsimony
+       in Gradient Descent for Learning Deep Linear Networks", arXiv:2306.01154, 2023.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from deepmc import DeepMatrixCompletion
+    >>> rng = np.random.default_rng(0)
+    >>> Phi = rng.standard_normal((30, 2)) @ rng.standard_normal((2, 30))
+    >>> X = np.where(rng.random(Phi.shape) < 0.5, Phi, np.nan)
+    >>> est = DeepMatrixCompletion(random_state=0).fit(X)
+    >>> completed = est.transform(X)
+    >>> bool(np.linalg.norm(completed - Phi) / np.linalg.norm(Phi) < 1e-3)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseDeepMC._parameter_constraints,
+        "width": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        width: int | None = None,
+        *,
+        depth: int = 3,
+        init_scale: float | str = "auto",
+        lr: float | str = "auto",
+        optimizer: str = "gd",
+        weight_decay: float = 0.0,
+        max_iter: int = 20_000,
+        tol: float = 1e-6,
+        check_every: int = 25,
+        device: str = "auto",
+        dtype: Any = None,
+        random_state: Any = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+    ) -> None:
+        super().__init__(
+            depth=depth,
+            init_scale=init_scale,
+            lr=lr,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            max_iter=max_iter,
+            tol=tol,
+            check_every=check_every,
+            device=device,
+            dtype=dtype,
+            random_state=random_state,
+            verbose=verbose,
+            warm_start=warm_start,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+        )
+        self.width = width
+
+    def _width(self, shape: tuple[int, int]) -> int:
+        return max(shape) if self.width is None else int(self.width)
+
+    def _check_shape_params(self, shape: tuple[int, int]) -> None:
+        """Nothing to check: any width ≥ 1 defines a network (memory is checked later)."""
+
+    def _check_memory(self, problem: _Problem) -> None:
+        """Refuse, before allocating, a network that cannot fit on the device."""
+        m, n = problem.shape
+        w = self._width(problem.shape)
+        L = self.depth
+        itemsize = torch.empty((), dtype=problem.dtype).element_size()
+        n_params = m * w + (L - 2) * w * w + w * n
+        # weights, gradients, snapshot, optimizer state; forward prefixes; dense Y, M, D, X
+        estimate = itemsize * (4 * n_params + (L - 1) * w * n + 5 * m * n)
+        available = _available_bytes(problem.device)
+        if estimate > 0.8 * available:
+            raise MemoryError(
+                f"DeepMatrixCompletion(width={self.width!r}) on a {m}×{n} matrix needs about "
+                f"{estimate / 2**30:.1f} GiB (depth {L}, width {w}, dense {m}×{n} arrays) "
+                f"but {available / 2**30:.1f} GiB are available on {problem.device}. Use "
+                "CompressedDeepMatrixCompletion, whose memory is O(N + (m+n)·rank)."
+            )
+
+    def _n_singular(self) -> int:
+        return 1
+
+    def _initialize(self, problem, u, v, generator, init_scale):
+        self._check_memory(problem)
+        m, n = problem.shape
+        w = self._width(problem.shape)
+        shapes = [(w, n)] + [(w, w)] * (self.depth - 2) + [(m, w)]
+        layers = [
+            epsilon_orthogonal(
+                r,
+                c,
+                scale=init_scale,
+                generator=generator,
+                dtype=problem.dtype,
+                device=problem.device,
+            )
+            for r, c in shapes
+        ]
+        self._dense_targets(problem)
+        self.width_ = w
+        return {"layers": layers}
+
+    @staticmethod
+    def _dense_targets(problem: _Problem) -> None:
+        m, n = problem.shape
+        Y = torch.zeros(m, n, dtype=problem.dtype, device=problem.device)
+        M = torch.zeros(m, n, dtype=problem.dtype, device=problem.device)
+        Y[problem.rows, problem.cols] = problem.y
+        M[problem.rows, problem.cols] = 1.0
+        problem.extra["Y"], problem.extra["M"] = Y, M
+
+    def _loss_and_grads(self, problem, groups):
+        if "Y" not in problem.extra:  # warm start skips _initialize
+            self._dense_targets(problem)
+        loss, resid, grads = full_loss_and_grads(
+            groups["layers"], problem.extra["Y"], problem.extra["M"], problem.sampling_scale
+        )
+        return loss, resid, {"layers": grads}
+
+    def _predict_tensor(self, groups, rows, cols):
+        layers = groups["layers"]
+        left = layers[-1]
+        for W in reversed(layers[1:-1]):
+            left = left @ W
+        return torch.einsum("ij,ji->i", left[rows], layers[0][:, cols])
+
+    def _store(self, groups: dict[str, list[np.ndarray]]) -> None:
+        self.weights_ = groups["layers"]
+
+    def _stored_groups(self) -> dict[str, list[np.ndarray]]:
+        return {"layers": self.weights_}
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+        left = self.weights_[-1]
+        for W in reversed(self.weights_[1:-1]):
+            left = left @ W
+        return self.scale_ * left, self.weights_[0].T
