@@ -238,3 +238,16 @@ def test_ratings_errors():
         r.train_test_split(1.5)
     with pytest.raises(ValueError, match="columns"):
         Ratings.from_frame(pd.DataFrame({"user": [1]}))
+
+
+def test_manifest_agrees_with_the_loader():
+    import json
+
+    manifest = Path(__file__).resolve().parents[1] / "datasets" / "manifest.json"
+    entries = {d["name"]: d for d in json.loads(manifest.read_text())["datasets"]}
+    assert set(entries) == set(MOVIELENS)
+    for name, info in MOVIELENS.items():
+        for key in ("url", "folder", "file", "sha256"):
+            assert entries[name][key] == info[key], (name, key)
+        counts = entries[name]["counts"]
+        assert (tuple(counts) if counts else None) == info["counts"], name
