@@ -10,6 +10,12 @@ Accepted inputs (DESIGN.md §4):
 * triplets ``(rows, cols, values)`` or ``(rows, cols, values, shape)``, or an
   :class:`Observations`.
 
+Refused, with a ``ValueError`` naming the argument: arrays that are not 2-D, empty
+matrices, non-finite observed values (``inf``, or NaN stored in a sparse matrix),
+complex, object and string dtypes, a mask of another shape or not boolean, out-of-range,
+non-integer or duplicate triplet indices. A ``TypeError``: a ``mask`` with sparse or
+triplet input.
+
 The caller's arrays are never modified: everything below reads and copies.
 """
 
@@ -68,6 +74,40 @@ class Observations(NamedTuple):
 
 def _float_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+def _check_numeric_dtype(dtype: np.dtype, what: str) -> None:
+    """Refuse complex, object, string and other non-real dtypes with a specific message."""
+    kind = np.dtype(dtype).kind
+    if kind in "biuf":
+        return
+    if kind == "c":
+        raise ValueError(
+            f"{what}: Complex data not supported; got dtype {dtype}. Expected real numbers "
+            "(float, int or bool)."
+        )
+    hint = (
+        " Convert it first, e.g. X.astype(float) with np.nan for missing entries."
+        if kind in "OUS"
+        else ""
+    )
+    raise ValueError(
+        f"{what}: expected a numeric matrix (float, int or bool) with np.nan for missing "
+        f"entries, got dtype {dtype}.{hint}"
+    )
+
+
+def _check_not_empty(shape: tuple[int, ...], what: str) -> None:
+    if shape[0] == 0:
+        raise ValueError(
+            f"{what}: empty matrix: found array with 0 sample(s) (shape={tuple(shape)}) "
+            "while a minimum of 1 is required."
+        )
+    if shape[1] == 0:
+        raise ValueError(
+            f"{what}: empty matrix: found array with 0 feature(s) (shape={tuple(shape)}) "
+            "while a minimum of 1 is required."
+        )
 
 
 def check_indices(rows: Any, cols: Any, shape: tuple[int, int], *, name: str = "rows/cols"):
@@ -160,8 +200,7 @@ def _from_triplets(X: tuple) -> Observations:
     values = np.asarray(X[2])
     if values.ndim != 1:
         raise ValueError(f"X: triplet values must be 1-D, got shape {values.shape}.")
-    if values.dtype.kind not in "biuf":
-        raise ValueError(f"X: triplet values must be numeric, got dtype {values.dtype}.")
+    _check_numeric_dtype(values.dtype, "X (triplet values)")
     if len(X) == 4:
         shape = tuple(X[3])
         if len(shape) != 2 or not all(isinstance(s, numbers.Integral) and s > 0 for s in shape):
@@ -218,11 +257,9 @@ def check_observations(X: Any, *, mask: Any = None) -> Observations:
             )
         if X.ndim != 2:
             raise ValueError(f"X: expected a 2-D matrix, got {X.ndim} dimension(s).")
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"X: sparse values must be numeric, got dtype {X.dtype}.")
+        _check_numeric_dtype(X.dtype, "X (sparse matrix)")
+        _check_not_empty(X.shape, "X")
         coo = sp.coo_matrix(X)  # a new object; X is untouched
-        if coo.shape[0] == 0 or coo.shape[1] == 0:
-            raise ValueError(f"X: empty matrix of shape {coo.shape}.")
         values = np.array(coo.data, dtype=_float_dtype(coo.dtype), copy=True)
         _check_finite_values(values, "X (stored entries of the sparse matrix)")
         rows = np.asarray(coo.row, dtype=np.int64)
@@ -236,19 +273,29 @@ def check_observations(X: Any, *, mask: Any = None) -> Observations:
                 f"X: DataFrame columns must be numeric, got non-numeric column(s) "
                 f"{non_numeric[:5]!r}."
             )
-    arr = np.asarray(X) if not isinstance(X, pd.DataFrame) else X.to_numpy(dtype=float)
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(
-            f"X: expected a numeric matrix (float, int or bool) with np.nan for missing "
-            f"entries, got dtype {arr.dtype}."
-        )
+        all_f32 = X.shape[1] > 0 and all(t == np.float32 for t in X.dtypes)
+        arr = X.to_numpy(dtype=np.float32 if all_f32 else np.float64, na_value=np.nan)
+    else:
+        try:
+            arr = np.asarray(X)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"X: could not convert the input of type {type(X).__name__} to a 2-D numeric "
+                f"array ({exc})."
+            ) from exc
+    _check_numeric_dtype(arr.dtype, "X")
     if arr.ndim != 2:
+        hint = (
+            " Reshape your data with X.reshape(1, -1) for a single row or X.reshape(-1, 1) "
+            "for a single column."
+            if arr.ndim == 1
+            else ""
+        )
         raise ValueError(
             f"X: expected a 2-D matrix, got an array with {arr.ndim} dimension(s) and shape "
-            f"{arr.shape}."
+            f"{arr.shape}.{hint}"
         )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"X: empty matrix of shape {arr.shape}.")
+    _check_not_empty(arr.shape, "X")
     arr = check_array(
         arr,
         dtype=(np.float64, np.float32),
@@ -259,7 +306,7 @@ def check_observations(X: Any, *, mask: Any = None) -> Observations:
     if mask is None:
         observed = ~np.isnan(arr)
     else:
-        m = np.asarray(mask)
+        m = mask.to_numpy() if isinstance(mask, pd.DataFrame) else np.asarray(mask)
         if m.shape != arr.shape:
             raise ValueError(f"mask: expected shape {arr.shape} (that of X), got {m.shape}.")
         if m.dtype != np.bool_:
