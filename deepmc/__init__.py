@@ -9,6 +9,7 @@ from ._base import DivergenceError
 from ._validation import Observations
 from .metrics import recovery_error, relative_error, rmse
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+from .ratings import RatingsCompletion
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,7 @@ __all__ = [
     "DeepMatrixCompletion",
     "DivergenceError",
     "Observations",
+    "RatingsCompletion",
     "__version__",
     "recovery_error",
     "relative_error",
