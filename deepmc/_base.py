@@ -92,6 +92,8 @@ class _Interrupt:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: the user wants out now
+            raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc) -> None:
@@ -468,40 +470,54 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         stop = "max_iter"
         it = start_iter
         prev_residual: torch.Tensor | None = None
+        restored = False  # parameters just reset to the last checked state
         event = ""
         name = type(self).__name__
         progress = None
+        end_iter = start_iter + self.max_iter  # max_iter steps per call (warm_start too)
         if self.verbose:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=self.max_iter, initial=start_iter, desc=f"[{name}]")
+            progress = tqdm(total=end_iter, initial=start_iter, desc=f"[{name}]")
         tiny = np.finfo(float).tiny
         try:
             with _Interrupt() as interrupt:
                 while True:
-                    check = (it - start_iter) % self.check_every == 0 or it >= self.max_iter
+                    check = (it - start_iter) % self.check_every == 0 or it >= end_iter
                     loss_t, resid, grads = self._loss_and_grads(problem, groups)
-                    if check or interrupt.requested:
+                    # a state restored after a back-off was checked already
+                    if (check or interrupt.requested) and not restored:
                         synchronize(problem.device)
                         loss = float(loss_t)
                         residual = math.sqrt(max(2.0 * loss / problem.sampling_scale, 0.0))
                         residual /= max(problem.y_norm, tiny)
                         if not math.isfinite(loss) or residual > _DIVERGENCE_RESIDUAL:
                             if self.lr != "auto" or snapshot is None or backoffs >= _MAX_BACKOFFS:
+                                advice = (
+                                    "Use a smaller lr, or lr='auto'."
+                                    if self.lr != "auto"
+                                    else f"The step was halved {backoffs} time(s) without "
+                                    "stabilising; pass a smaller explicit lr."
+                                )
                                 raise DivergenceError(
                                     f"{name}: gradient descent diverged at iteration {it} "
                                     f"(loss {loss * self.scale_**2:.3g}, relative residual "
                                     f"{residual:.3g}) with lr={self.lr!r} (normalised step "
-                                    f"{lr:.3g}). Use a smaller lr, or lr='auto'."
+                                    f"{lr:.3g}). {advice}"
                                 )
                             backoffs += 1
                             lr *= 0.5
+                            diverged_at = it
                             it, saved, prev_residual = snapshot
+                            restored = True
                             with torch.no_grad():
                                 for p, q in zip(params, saved, strict=False):
                                     p.copy_(q)
                             optimizer = self._make_optimizer(groups, lr)
-                            event = f"diverged at iteration {it}; lr halved to {lr:.3g}"
+                            event += (
+                                f"{'; ' if event else ''}diverged at iteration {diverged_at}, "
+                                f"lr halved to {lr:.3g} from iteration {it}"
+                            )
                             continue
                         fitted_norm = float(
                             torch.linalg.vector_norm(resid + problem.y_dense(resid))
@@ -550,7 +566,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                             stop = "converged"
                         elif best is not None and since_best >= self.n_iter_no_change:
                             stop = "early_stopping"
-                        elif it >= self.max_iter:
+                        elif it >= end_iter:
                             stop = "max_iter"
                         else:
                             stop = ""
@@ -560,6 +576,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                     for p, g in zip(params, (g for gs in grads.values() for g in gs), strict=False):
                         p.grad = g
                     optimizer.step()
+                    restored = False
                     it += 1
                     if progress is not None:
                         progress.update(1)
@@ -584,19 +601,37 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         }
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, rows: Any, cols: Any) -> np.ndarray:
+    def predict(self, rows: Any, cols: Any = None) -> np.ndarray:
         """Predicted entries ``X̂[rows[k], cols[k]]``, without forming ``X̂``.
 
         Parameters
         ----------
         rows, cols : array-like of int of shape (K,)
-            Indices into the fitted ``m × n`` matrix.
+            Indices into the fitted ``m × n`` matrix. Both are required; ``cols`` has a
+            default only so that a call with a feature matrix (scikit-learn style) gets
+            a clear error — use :meth:`transform` for the completed matrix.
 
         Returns
         -------
         ndarray of shape (K,)
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit`.
+        TypeError
+            If ``cols`` is missing.
+        ValueError
+            If the indices are not 1-D integers of equal length inside ``shape_``.
         """
         check_is_fitted(self)
+        if cols is None:
+            raise TypeError(
+                "predict: expected predict(rows, cols), two 1-D integer arrays of entry "
+                f"indices into the fitted {self.shape_[0]}×{self.shape_[1]} matrix, got only "
+                f"one argument (of shape {np.shape(rows)}). For the completed matrix use "
+                "transform(X)."
+            )
         rows, cols = check_indices(rows, cols, self.shape_, name="predict")
         left, right = self._factors()
         out = np.empty(rows.shape[0], dtype=np.result_type(left, right))

@@ -161,6 +161,19 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     --------
     DeepMatrixCompletion : The full-width and narrow networks.
 
+    Notes
+    -----
+    Rows and columns without any observation are allowed, but nothing is learnt about
+    them: their rows of ``U`` (or ``V``) receive no gradient and keep their initial
+    values. Their predictions are therefore set by ``init``: zero (to rounding) for
+    ``"spectral"``, whose singular vectors vanish there; small but nonzero for
+    ``"parsimony"`` (the random frame of the full-width init, a few per cent of the
+    data scale); arbitrary, of the data's scale, for ``"random"``. Do not use them as
+    estimates.
+
+    Divergence, Ctrl-C, ``warm_start`` and persistence behave as in
+    :class:`DeepMatrixCompletion`.
+
     References
     ----------
     .. [1] C. Yaras, P. Wang, W. Hu, Z. Zhu, L. Balzano, Q. Qu. "The Law of Parsimony
@@ -238,8 +251,9 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         if 2 * self.rank > min(shape):
             raise ValueError(
                 f"rank: the compressed network has width 2*rank = {2 * self.rank}, which "
-                f"must not exceed min(m, n) = {min(shape)} for a matrix of shape {shape}; "
-                f"got rank={self.rank}, expected rank <= {min(shape) // 2}."
+                f"must not exceed min(m, n) = {min(shape)} for a matrix of shape {shape} "
+                f"(n_samples={shape[0]}, n_features={shape[1]}); got rank={self.rank}, "
+                f"expected 1 <= rank <= {min(shape) // 2}."
             )
 
     def _factor_lr_ratio(self) -> float:

@@ -126,7 +126,8 @@ class DeepMatrixCompletion(_BaseDeepMC):
     verbose : int, default=0
         Show a progress bar with the current loss.
     warm_start : bool, default=False
-        Continue from the fitted weights when refitting a matrix of the same shape.
+        Continue from the fitted weights when refitting a matrix of the same shape, for
+        another ``max_iter`` steps (``n_iter_`` and ``history_`` continue).
 
     Attributes
     ----------
@@ -167,8 +168,20 @@ class DeepMatrixCompletion(_BaseDeepMC):
 
     Notes
     -----
-    Memory is O(L·w² + m·n); the fit refuses to start when the estimate exceeds the
-    memory available on the device.
+    Memory is O(L·w² + m·n); the fit refuses to start (``MemoryError``, before any
+    weight is allocated) when the estimate exceeds the memory available on the device.
+
+    Rows and columns without any observation are allowed, but nothing is learnt about
+    them: the rows of ``W_L`` (and columns of ``W_1``) that they touch receive no
+    gradient and keep their ε-scale initial values, so their predictions are small
+    (of order ε relative to the data) and carry no information.
+
+    A diverging step raises :class:`~deepmc.DivergenceError` with an explicit ``lr``;
+    with ``lr="auto"`` the step is halved from the last check (recorded in the
+    ``event`` column of ``history_``). Ctrl-C stops at the end of the current step and
+    keeps the state reached, with a ``RuntimeWarning``; a second Ctrl-C aborts. With
+    ``warm_start=True`` a refit continues for another ``max_iter`` steps. The fitted
+    state is NumPy, so a model fitted on CUDA pickles and predicts without a GPU.
 
     References
     ----------
