@@ -11,6 +11,7 @@ import pytest
 from sklearn.base import clone
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
+from deepmc.datasets import load_movielens
 from deepmc.ratings import fit_biases
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
@@ -168,11 +169,10 @@ def test_invalid_input(ratings):
 
 
 def load_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A seeded random 80/20 split of the MovieLens-100K ratings."""
-    df = pd.read_csv(ML100K, sep="\t", names=["user", "item", "rating", "timestamp"])
-    perm = np.random.default_rng(seed).permutation(len(df))
-    cut = int(0.8 * len(df))
-    return df.iloc[perm[:cut]], df.iloc[perm[cut:]]
+    """A seeded random 80/20 split of the MovieLens-100K ratings (original ids)."""
+    train, test = load_movielens(ML100K).train_test_split(0.2, random_state=seed)
+    columns = ["user", "item", "rating"]
+    return train.frame[columns], test.frame[columns]
 
 
 @pytest.mark.slow
