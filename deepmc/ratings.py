@@ -206,8 +206,10 @@ class RatingsCompletion(BaseEstimator):
     included, so the recorded ``val_rmse`` is slightly optimistic; it only chooses the
     stopping iteration.
 
-    On MovieLens-100K (seeded random 80/20 splits) the defaults reach a test RMSE of
-    about 0.92 in 5–15 s on a 2-core CPU; see ``benchmarks/ml100k_table.py``.
+    On MovieLens-100K (seeded random 80/20 splits, seeds 0–2) the defaults reach test
+    RMSEs 0.920, 0.916, 0.909 in about 3 s each on a 2-core CPU with one torch thread
+    (``torch.set_num_threads(1)``; two threads on a machine shared with other jobs
+    spent 7–230 s on the same fits); see ``benchmarks/ml100k_table.py``.
 
     Examples
     --------
