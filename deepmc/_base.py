@@ -34,7 +34,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import make_generator, resolve_device, resolve_dtype, synchronize
-from ._ops import ObservedPattern
+from ._ops import GradientDescent, ObservedPattern, intra_op_threads
 from ._validation import Observations, check_indices, check_observations
 from .init import top_singular
 
@@ -204,6 +204,11 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
 
     def _factor_lr_ratio(self) -> float:
         return 1.0
+
+    def _step_work(self, problem: _Problem) -> int:
+        """Multiply-adds of one step (order of magnitude; picks the CPU thread count)."""
+        m, n = problem.shape
+        return m * n * max(m, n)
 
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
@@ -413,7 +418,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ solver
     def _make_optimizer(
         self, groups: dict[str, list[torch.Tensor]], lr: float
-    ) -> torch.optim.Optimizer:
+    ) -> torch.optim.Optimizer | GradientDescent:
         gamma = self._factor_lr_ratio()
         param_groups = [
             {"params": params, "lr": lr * (gamma if name == "factors" else 1.0), "name": name}
@@ -422,8 +427,9 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         wd = float(self.weight_decay)
         if self.optimizer == "adam":
             return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd)
-        momentum = 0.9 if self.optimizer == "momentum" else 0.0
-        return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=wd)
+        if self.optimizer == "gd":  # same arithmetic as SGD(momentum=0), less overhead
+            return GradientDescent(param_groups, weight_decay=wd)
+        return torch.optim.SGD(param_groups, lr=lr, momentum=0.9, weight_decay=wd)
 
     def _evaluate(self, groups: dict[str, list[torch.Tensor]], ev: _EvalSet) -> tuple[float, float]:
         """Relative error and RMSE (user units) of the current network on ``ev``."""
@@ -481,7 +487,8 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             progress = tqdm(total=end_iter, initial=start_iter, desc=f"[{name}]")
         tiny = np.finfo(float).tiny
         try:
-            with _Interrupt() as interrupt:
+            threads = intra_op_threads(problem.device, self._step_work(problem))
+            with _Interrupt() as interrupt, threads:
                 while True:
                     check = (it - start_iter) % self.check_every == 0 or it >= end_iter
                     loss_t, resid, grads = self._loss_and_grads(problem, groups)

@@ -15,9 +15,6 @@ from .._ops import (
     chain_backward,
     chain_prefixes,
     chain_product,
-    sampled_product,
-    sparse_matmul,
-    sparse_t_matmul,
 )
 from ..init import parsimony, random_frames, spectral
 
@@ -34,7 +31,8 @@ def compressed_loss_and_grads(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Loss ``(s/2) Σ_Ω ((U C Vᵀ)_ij − y_ij)²`` with ``C = W̃_L ⋯ W̃_1``, and its gradients.
 
-    Never forms an ``m × n`` matrix: with ``A = U C``, the predictions on Ω are the
+    Never forms an ``m × n`` matrix (only row blocks of bounded size, see
+    :class:`~deepmc._ops.PatternKernels`): with ``A = U C``, the predictions on Ω are the
     sampled product ``(A Vᵀ)_Ω`` and, with ``R`` the sparse residual ``s(P_Ω(X) − y)``,
     ``∇_A = R V``, ``∇_V = Rᵀ A``, ``∇_U = ∇_A Cᵀ`` and ``∇_C = Uᵀ ∇_A``, back-propagated
     through the cores. Cost O(N·k + (m+n)·k² + L·k³) for ``k = 2r̂``.
@@ -61,14 +59,15 @@ def compressed_loss_and_grads(
     grad_V : Tensor of shape (n, k)
     grad_cores : list of Tensor of shape (k, k)
     """
+    kernels = pattern.kernels(U.dtype)
     prefixes = chain_prefixes(cores)
     C = prefixes[-1]
     A = U @ C
-    diff = sampled_product(pattern, A, V) - y
-    loss = 0.5 * s * torch.dot(diff, diff)
-    r = s * diff
-    grad_A = sparse_matmul(pattern, r, V)
-    grad_V = sparse_t_matmul(pattern, r, A)
+    diff = kernels.sampled(A, V).sub_(y)
+    loss = torch.dot(diff, diff).mul_(0.5 * s)
+    grad_A, grad_V = kernels.matmul_pair(diff, A, V)
+    grad_A.mul_(s)
+    grad_V.mul_(s)
     grad_cores = chain_backward(cores, prefixes, U.T @ grad_A)
     return loss, diff, grad_A @ C.T, grad_V, grad_cores
 
@@ -260,6 +259,9 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         if self.factor_lr_ratio != "auto":
             return float(self.factor_lr_ratio)
         return 1.0 if self.optimizer == "adam" else 0.2 * self.depth
+
+    def _step_work(self, problem) -> int:
+        return problem.pattern.n_observed * 2 * self.rank * self.depth
 
     def _n_singular(self) -> int:
         return {"parsimony": self.rank, "spectral": 2 * self.rank, "random": 1}[self.init]

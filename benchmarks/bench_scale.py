@@ -1,0 +1,305 @@
+"""Speed and scale of the compressed network (issue 4).
+
+* :class:`CompressedStep` — one gradient step of the compressed network (loss, gradients
+  and the GD update, as in the fit loop) on problems A, B and C, float32 and float64,
+  CPU and CUDA: time per step, peak memory, and throughput.
+* :class:`TimeToTarget` — wall clock of ``fit`` including initialisation (σ₁, the
+  pattern, the factors) to a relative recovery error of 1e-4 on problem A and 1e-6 on
+  problem B, with the step budget that reaches it (``track_recovery_error`` checks that
+  it does).
+* :class:`StepRatio` — per-step time of the full-width network over that of the
+  compressed one on problem B, both measured in the same call.
+
+Environment:
+
+``DEEPMC_BENCH_LARGE=1``
+    Also run problem C (138,493 × 26,744, 20,000,263 entries). Building it takes minutes
+    and about 4 GB the first time (then it comes from the disk cache of
+    ``benchmarks/common.py``); without the variable its ``setup`` skips it.
+``DEEPMC_BENCH_PROFILE=fast``
+    (CI smoke) problem A only.
+
+``setup`` raises :class:`NotImplementedError` — asv's "skipped" — for CUDA without a
+GPU and for the problems left out above.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+LARGE = os.environ.get("DEEPMC_BENCH_LARGE", "") not in ("", "0")
+PROFILE = os.environ.get("DEEPMC_BENCH_PROFILE", "regular")
+
+#: Steps at which the default compressed fit (lr="auto", γ="auto", the problem's ε,
+#: random_state=0) first reaches the target error — measured with an evaluation set
+#: every 25 steps, rounded up to a check.
+TARGETS: dict[str, tuple[float, int]] = {"A": (1e-4, 1600), "B": (1e-6, 7850)}
+
+
+def _problem(name: str) -> Any:
+    try:
+        from .common import get_problem  # disk-cached (problem C takes minutes to build)
+    except ImportError:  # pragma: no cover - the shared helpers are optional here
+        from deepmc.datasets import make_problem
+
+        return make_problem(name, random_state=0)
+    return get_problem(name)
+
+
+def _skip(problem: str, device: str = "cpu") -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NotImplementedError("no CUDA device")
+    if problem == "C" and not LARGE:
+        raise NotImplementedError("problem C runs only with DEEPMC_BENCH_LARGE=1")
+    if PROFILE == "fast" and problem != "A":
+        raise NotImplementedError("the fast profile runs problem A only")
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class _CompressedStepper:
+    """One GD step of the compressed network, exactly as the fit loop takes it."""
+
+    def __init__(self, problem: Any, device: str, dtype: Any) -> None:
+        import torch
+
+        from deepmc._ops import GradientDescent, ObservedPattern, intra_op_threads
+        from deepmc.models._compressed import compressed_loss_and_grads
+
+        tr = problem.train
+        m, n = tr.shape
+        k = 2 * problem.rank
+        rows = torch.as_tensor(tr.rows, device=device)
+        cols = torch.as_tensor(tr.cols, device=device)
+        scale = float(np.linalg.norm(tr.values)) or 1.0
+        self.y = torch.as_tensor(tr.values / scale, dtype=dtype, device=device)
+        self.pattern = ObservedPattern.from_coo(rows, cols, (m, n))
+        self.s = m * n / tr.n_observed
+        g = torch.Generator().manual_seed(0)
+        U = torch.linalg.qr(torch.randn(m, k, generator=g, dtype=torch.float64))[0]
+        V = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))[0]
+        self.U = U.to(device=device, dtype=dtype)
+        self.V = V.to(device=device, dtype=dtype)
+        self.cores = [0.1 * torch.eye(k, dtype=dtype, device=device) for _ in range(problem.depth)]
+        self.params = [*self.cores, self.U, self.V]
+        L = problem.depth
+        self.opt = GradientDescent(
+            [{"params": self.cores, "lr": 1.0 / L}, {"params": [self.U, self.V], "lr": 0.2}]
+        )
+        self._loss_and_grads = compressed_loss_and_grads
+        self.N = tr.n_observed
+        # the intra-op thread count of the fit loop: ``with stepper.threads(): ...``
+        self.threads = lambda: intra_op_threads(torch.device(device), self.N * k * L)
+
+    def step(self) -> None:
+        _loss, _diff, gU, gV, gcores = self._loss_and_grads(
+            self.pattern, self.y, self.s, self.U, self.V, self.cores
+        )
+        for p, g in zip(self.params, [*gcores, gU, gV]):
+            p.grad = g
+        self.opt.step()
+
+
+class _FullStepper:
+    """One GD step of the full-width network (dense m × n residual, O(L·d³))."""
+
+    def __init__(self, problem: Any, device: str, dtype: Any) -> None:
+        import torch
+
+        from deepmc._ops import GradientDescent, intra_op_threads
+        from deepmc.init import epsilon_orthogonal
+        from deepmc.models._full import full_loss_and_grads
+
+        tr = problem.train
+        m, n = tr.shape
+        d = max(m, n)
+        scale = float(np.linalg.norm(tr.values)) or 1.0
+        Y = torch.zeros(m, n, dtype=dtype, device=device)
+        M = torch.zeros(m, n, dtype=dtype, device=device)
+        Y[tr.rows, tr.cols] = torch.as_tensor(tr.values / scale, dtype=dtype, device=device)
+        M[tr.rows, tr.cols] = 1.0
+        self.Y, self.M, self.s = Y, M, m * n / tr.n_observed
+        g = torch.Generator().manual_seed(0)
+        shapes = [(d, n)] + [(d, d)] * (problem.depth - 2) + [(m, d)]
+        self.layers = [
+            epsilon_orthogonal(r, c, scale=0.1, generator=g, dtype=dtype, device=device)
+            for r, c in shapes
+        ]
+        self.opt = GradientDescent([{"params": self.layers, "lr": 1.0 / problem.depth}])
+        self._loss_and_grads = full_loss_and_grads
+        self.threads = lambda: intra_op_threads(torch.device(device), m * n * d)
+
+    def step(self) -> None:
+        _loss, _resid, grads = self._loss_and_grads(self.layers, self.Y, self.M, self.s)
+        for p, g in zip(self.layers, grads):
+            p.grad = g
+        self.opt.step()
+
+
+class CompressedStep:
+    """Time, memory and throughput of one compressed GD step."""
+
+    param_names = ["problem", "device", "dtype"]
+    params = [["A", "B", "C"], ["cpu", "cuda"], ["float32", "float64"]]
+    number = 1
+    repeat = (3, 20, 60.0)
+    min_run_count = 3
+    warmup_time = 0
+    timeout = 3600
+
+    def setup(self, problem: str, device: str, dtype: str) -> None:
+        import torch
+
+        _skip(problem, device)
+        self.device = device
+        self.stepper = _CompressedStepper(_problem(problem), device, getattr(torch, dtype))
+        self._threads = self.stepper.threads()
+        self._threads.__enter__()
+        self.stepper.step()  # builds the cached kernels of Ω
+        _sync(device)
+
+    def teardown(self, problem: str, device: str, dtype: str) -> None:
+        self._threads.__exit__(None, None, None)
+
+    def time_step(self, problem: str, device: str, dtype: str) -> None:
+        self.stepper.step()
+        _sync(self.device)
+
+    def peakmem_step(self, problem: str, device: str, dtype: str) -> None:
+        # peak RSS of the process: the problem, Ω's structures and a step
+        self.stepper.step()
+
+    def track_observations_per_second(self, problem: str, device: str, dtype: str) -> float:
+        n_steps = 3 if problem == "C" else 50
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            self.stepper.step()
+        _sync(self.device)
+        return n_steps * self.stepper.N / (time.perf_counter() - t0)
+
+    track_observations_per_second.unit = "observations/s"
+
+    def track_gpu_peak_bytes(self, problem: str, device: str, dtype: str) -> int:
+        if device != "cuda":
+            raise NotImplementedError("CPU memory is peakmem_step")
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        self.stepper.step()
+        _sync(device)
+        return int(torch.cuda.max_memory_allocated())
+
+    track_gpu_peak_bytes.unit = "bytes"
+
+
+class TimeToTarget:
+    """Wall clock of a default compressed ``fit``, initialisation included, to the target."""
+
+    param_names = ["problem", "device"]
+    params = [["A", "B"], ["cpu", "cuda"]]
+    number = 1
+    repeat = (1, 5, 120.0)
+    warmup_time = 0
+    timeout = 1800
+
+    def setup(self, problem: str, device: str) -> None:
+        _skip(problem, device)
+        self.problem = _problem(problem)
+        self.target, self.steps = TARGETS[problem]
+        self.device = device
+        self._fit()  # first-call costs of the process (lazy imports) are not the fit's
+
+    def _fit(self) -> Any:
+        from sklearn.exceptions import ConvergenceWarning
+
+        from deepmc import CompressedDeepMatrixCompletion
+
+        p = self.problem
+        est = CompressedDeepMatrixCompletion(
+            rank=p.rank,
+            depth=p.depth,
+            init_scale=p.init_scale,
+            tol=0.0,
+            max_iter=self.steps,
+            device=self.device,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(p.train)
+        _sync(self.device)
+        return est
+
+    def time_fit_to_target(self, problem: str, device: str) -> None:
+        self._fit()
+
+    def track_recovery_error(self, problem: str, device: str) -> float:
+        return float(self.problem.recovery_error(self._fit()))
+
+    track_recovery_error.unit = "relative error"
+
+    def track_steps(self, problem: str, device: str) -> int:
+        return self.steps
+
+    track_steps.unit = "iterations"
+
+
+class StepRatio:
+    """Per-step time full-width / compressed on problem B (CPU, float64), in one call."""
+
+    param_names = ["problem"]
+    params = [["B"]]
+    number = 1
+    repeat = (1, 3, 120.0)
+    warmup_time = 0
+    timeout = 1800
+
+    def setup(self, problem: str) -> None:
+        import torch
+
+        _skip(problem)
+        p = _problem(problem)
+        self.full = _FullStepper(p, "cpu", torch.float64)
+        self.comp = _CompressedStepper(p, "cpu", torch.float64)
+        self.full.step()
+        self.comp.step()
+
+    @staticmethod
+    def _per_step(stepper: Any, n_steps: int) -> float:
+        best = float("inf")
+        with stepper.threads():  # each network with the thread count its fit uses
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(n_steps):
+                    stepper.step()
+                best = min(best, (time.perf_counter() - t0) / n_steps)
+        return best
+
+    def track_full_over_compressed(self, problem: str) -> float:
+        return self._per_step(self.full, 3) / self._per_step(self.comp, 100)
+
+    track_full_over_compressed.unit = "ratio"
+
+    def track_full_step_seconds(self, problem: str) -> float:
+        return self._per_step(self.full, 3)
+
+    track_full_step_seconds.unit = "seconds"
+
+    def track_compressed_step_seconds(self, problem: str) -> float:
+        return self._per_step(self.comp, 100)
+
+    track_compressed_step_seconds.unit = "seconds"

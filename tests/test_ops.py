@@ -1,0 +1,143 @@
+"""Kernels of deepmc._ops against dense references, including chunking edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepmc._ops import GradientDescent, ObservedPattern, PatternKernels
+from deepmc.models._compressed import compressed_loss_and_grads
+
+
+def _pattern(m: int, n: int, N: int, seed: int = 0, empty_rows: bool = False):
+    rng = np.random.default_rng(seed)
+    flat = np.sort(rng.choice(m * n, size=N, replace=False))
+    rows, cols = flat // n, flat % n
+    if empty_rows:  # no observation in the first and last rows, nor in a middle one
+        keep = (rows != 0) & (rows != m - 1) & (rows != m // 2)
+        rows, cols = rows[keep], cols[keep]
+    r, c = torch.as_tensor(rows), torch.as_tensor(cols)
+    return ObservedPattern.from_coo(r, c, (m, n)), r, c
+
+
+CASES = [
+    # (m, n, N, method, chunk_elements)
+    (7, 5, 12, "dense", None),
+    (7, 5, 12, "dense", 5),  # one row per block
+    (7, 5, 12, "dense", 1),  # budget below a row: still one row per block
+    (7, 5, 12, "sddmm", None),
+    (7, 5, 12, "sddmm", 2),  # blocks of ≤ 2 observations (rows with more stay whole)
+    (7, 5, 12, "gather", None),
+    (7, 5, 12, "gather", 7),  # chunk smaller than k
+    (40, 30, 200, "dense", 64),
+    (40, 30, 200, "sddmm", 17),
+    (40, 30, 200, "gather", 33),
+    (1, 9, 4, "auto", None),
+    (9, 1, 4, "auto", None),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("m", "n", "N", "method", "chunk"), CASES)
+def test_kernels_match_dense_reference(m, n, N, method, chunk, dtype):
+    pat, rows, cols = _pattern(m, n, N)
+    kern = PatternKernels(pat, dtype, method=method, chunk_elements=chunk)
+    g = torch.Generator().manual_seed(1)
+    k = 3
+    A = torch.randn(m, k, dtype=torch.float64, generator=g)
+    B = torch.randn(n, k, dtype=torch.float64, generator=g)
+    vals = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    got = kern.sampled(A.to(dtype), B.to(dtype))
+    torch.testing.assert_close(got.double(), (A @ B.T)[rows, cols], **tol)
+    R = torch.zeros(m, n, dtype=torch.float64)
+    R[rows, cols] = vals
+    RB, RtA = kern.matmul_pair(vals.to(dtype), A.to(dtype), B.to(dtype))
+    torch.testing.assert_close(RB.double(), R @ B, **tol)
+    torch.testing.assert_close(RtA.double(), R.T @ A, **tol)
+    # buffers are reused: a second call with other values is not polluted by the first
+    RB2, _ = kern.matmul_pair(2 * vals.to(dtype), A.to(dtype), B.to(dtype))
+    torch.testing.assert_close(RB2.double(), 2 * (R @ B), **tol)
+    torch.testing.assert_close(RB.double(), R @ B, **tol)  # earlier result not aliased
+
+
+@pytest.mark.parametrize("method", ["dense", "sddmm", "gather"])
+def test_kernels_rows_without_observations(method):
+    pat, rows, cols = _pattern(10, 6, 30, empty_rows=True)
+    kern = PatternKernels(pat, torch.float64, method=method, chunk_elements=6)
+    A, B = torch.randn(10, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    torch.testing.assert_close(kern.sampled(A, B), (A @ B.T)[rows, cols])
+    RB, _ = kern.matmul_pair(torch.ones(rows.shape[0], dtype=torch.float64), A, B)
+    assert torch.all(RB[0] == 0) and torch.all(RB[-1] == 0)
+
+
+def test_auto_method_by_density():
+    assert PatternKernels(_pattern(20, 20, 200)[0], torch.float64).method == "dense"
+    assert PatternKernels(_pattern(100, 100, 50)[0], torch.float64).method == "sddmm"
+    with pytest.raises(ValueError, match="method"):
+        PatternKernels(_pattern(5, 5, 5)[0], torch.float64, method="magic")
+
+
+def test_kernels_cached_per_dtype():
+    pat, *_ = _pattern(8, 8, 20)
+    assert pat.kernels(torch.float64) is pat.kernels(torch.float64)
+    assert pat.kernels(torch.float32) is not pat.kernels(torch.float64)
+
+
+@pytest.mark.parametrize("method", ["dense", "sddmm", "gather"])
+def test_compressed_loss_and_grads_match_autograd(method):
+    m, n, k, L = 12, 9, 4, 3
+    pat, rows, cols = _pattern(m, n, 40, seed=3)
+    pat._kernels[(torch.float64, rows.device)] = PatternKernels(
+        pat, torch.float64, method=method, chunk_elements=10
+    )
+    g = torch.Generator().manual_seed(2)
+    U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
+    V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
+    cores = [
+        (
+            torch.eye(k, dtype=torch.float64)
+            + 0.1 * torch.randn(k, k, generator=g, dtype=torch.float64)
+        ).requires_grad_()
+        for _ in range(L)
+    ]
+    y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
+    s = m * n / rows.shape[0]
+    C = cores[2] @ cores[1] @ cores[0]
+    X = U @ C @ V.T
+    ref = 0.5 * s * ((X[rows, cols] - y) ** 2).sum()
+    ref.backward()
+    with torch.no_grad():
+        loss, diff, gU, gV, gcores = compressed_loss_and_grads(
+            pat, y, s, U.detach(), V.detach(), [c.detach() for c in cores]
+        )
+    torch.testing.assert_close(loss, ref.detach())
+    torch.testing.assert_close(diff, (X[rows, cols] - y).detach())
+    torch.testing.assert_close(gU, U.grad)
+    torch.testing.assert_close(gV, V.grad)
+    for got, c in zip(gcores, cores):
+        torch.testing.assert_close(got, c.grad)
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.3])
+def test_gradient_descent_is_sgd_bit_for_bit(wd):
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(3)]
+    theirs = [p.clone() for p in ours]
+
+    def groups(ps):
+        return [{"params": ps[:2], "lr": 0.07}, {"params": ps[2:], "lr": 0.011}]
+
+    gd = GradientDescent(groups(ours), weight_decay=wd)
+    sgd = torch.optim.SGD(groups(theirs), lr=1.0, momentum=0.0, weight_decay=wd)
+    for _ in range(5):
+        grads = [torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(3)]
+        for p, q, gr in zip(ours, theirs, grads):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        gd.step()
+        sgd.step()
+    for p, q in zip(ours, theirs):
+        assert torch.equal(p, q)
+    gd.zero_grad()
+    assert all(p.grad is None for p in ours)
