@@ -399,7 +399,7 @@ class GradientDescent:
 
 
 #: Multiply-adds per step below which a CPU fit runs on one intra-op thread.
-SERIAL_WORK = 1 << 23
+SERIAL_WORK = 1 << 21
 
 
 @contextlib.contextmanager
@@ -408,9 +408,11 @@ def intra_op_threads(device: torch.device, work: int) -> Iterator[None]:
 
     A step of a small problem is a few dozen kernels of microseconds each. Splitting
     them over threads buys nothing, and on a busy machine each parallel region waits
-    for a descheduled worker: measured on a loaded 2-core EPYC, a compressed step on
-    problem A took ≈ 40 ms with 2 threads and ≈ 0.25 ms with one (problem B: ≈ 12–35 ms
-    and ≈ 6–10 ms).
+    for a descheduled worker. Measured on a 2-core EPYC, compressed step on problem A
+    (N·k·L ≈ 10⁵): 0.25 ms with one thread, 0.37 ms with two on an idle machine and
+    ≈ 40 ms with two under a load of 7–10. Problem B (N·k·L = 6·10⁶) gains from two
+    threads when the machine is idle (3.1–4.2 ms against 5.0–6.5 ms) and loses under
+    load (12–35 ms against 6–10 ms), so the threshold keeps it threaded.
 
     Parameters
     ----------
