@@ -172,7 +172,10 @@ class CompressedStep:
         _sync(device)
 
     def teardown(self, problem: str, device: str, dtype: str) -> None:
-        self._threads.__exit__(None, None, None)
+        # asv calls teardown after a skipped setup too: nothing was entered then
+        threads = self.__dict__.pop("_threads", None)
+        if threads is not None:
+            threads.__exit__(None, None, None)
 
     def time_step(self, problem: str, device: str, dtype: str) -> None:
         self.stepper.step()
