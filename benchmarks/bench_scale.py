@@ -196,14 +196,27 @@ class CompressedStep:
 
     track_observations_per_second.unit = "observations/s"
 
-    def track_gpu_peak_bytes(self, problem: str, device: str, dtype: str) -> int:
-        if device != "cuda":
-            raise NotImplementedError("CPU memory is peakmem_step")
+
+class CompressedStepGPUMemory:
+    """Peak CUDA memory of one compressed gradient step (skipped without a GPU)."""
+
+    param_names = ["problem", "dtype"]
+    params = [["A", "B", "C"], ["float32", "float64"]]
+    number = 1
+    timeout = 3600
+
+    def setup(self, problem: str, dtype: str) -> None:
+        CompressedStep.setup(self, problem, "cuda", dtype)  # type: ignore[arg-type]
+
+    def teardown(self, problem: str, dtype: str) -> None:
+        CompressedStep.teardown(self, problem, "cuda", dtype)  # type: ignore[arg-type]
+
+    def track_gpu_peak_bytes(self, problem: str, dtype: str) -> int:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
         self.stepper.step()
-        _sync(device)
+        _sync("cuda")
         return int(torch.cuda.max_memory_allocated())
 
     track_gpu_peak_bytes.unit = "bytes"
