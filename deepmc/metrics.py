@@ -9,6 +9,14 @@ import numpy as np
 __all__ = ["recovery_error", "relative_error", "rmse"]
 
 
+def _as_pair(predicted: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(predicted, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"predicted and true must have the same shape, got {p.shape}, {t.shape}.")
+    return p, t
+
+
 def relative_error(predicted: Any, true: Any) -> float:
     """``‖predicted − true‖_F / ‖true‖_F``.
 
@@ -17,10 +25,7 @@ def relative_error(predicted: Any, true: Any) -> float:
     >>> round(relative_error([1.0, 2.0], [1.0, 1.0]), 6)
     0.707107
     """
-    p = np.asarray(predicted, dtype=np.float64)
-    t = np.asarray(true, dtype=np.float64)
-    if p.shape != t.shape:
-        raise ValueError(f"predicted and true must have the same shape, got {p.shape}, {t.shape}.")
+    p, t = _as_pair(predicted, true)
     denom = np.linalg.norm(t)
     if denom == 0:
         raise ValueError("true: the reference has zero norm; the relative error is undefined.")
@@ -35,10 +40,7 @@ def rmse(predicted: Any, true: Any) -> float:
     >>> round(rmse([1.0, 3.0], [1.0, 1.0]), 6)
     1.414214
     """
-    p = np.asarray(predicted, dtype=np.float64)
-    t = np.asarray(true, dtype=np.float64)
-    if p.shape != t.shape:
-        raise ValueError(f"predicted and true must have the same shape, got {p.shape}, {t.shape}.")
+    p, t = _as_pair(predicted, true)
     return float(np.sqrt(np.mean((p - t) ** 2)))
 
 
