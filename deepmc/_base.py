@@ -255,7 +255,15 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None, *, mask: Any = None, eval_set: Any = None):
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        mask: Any = None,
+        eval_set: Any = None,
+        validation_set: Any = None,
+    ):
         """Fit the network to the observed entries of ``X``.
 
         Parameters
@@ -270,7 +278,13 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             Explicit observation mask for a dense ``X`` (``True`` = observed).
         eval_set : same formats as ``X``, default=None
             Held-out entries with their true values. Their relative error and RMSE are
-            recorded in ``history_`` at every check.
+            recorded in ``history_`` at every check; they never influence the fit.
+        validation_set : same formats as ``X``, default=None
+            Entries held out by the caller for early stopping, used instead of the random
+            ``validation_fraction`` split (with ``early_stopping=True`` or not): the fit
+            stops when their RMSE has not improved for ``n_iter_no_change`` checks and
+            keeps the best state. For callers that must hold the validation entries out
+            of their own preprocessing too (see :class:`deepmc.RatingsCompletion`).
 
         Returns
         -------
@@ -278,15 +292,19 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             The fitted estimator.
         """
         obs = self._validate_input(X, mask, reset=True)
-        eval_obs = None
-        if eval_set is not None:
-            eval_obs = check_observations(eval_set)
-            if eval_obs.shape != obs.shape:
-                raise ValueError(
-                    f"eval_set: expected a matrix of shape {obs.shape} (that of X), got "
-                    f"{eval_obs.shape}."
-                )
-        self._fit(obs, eval_obs)
+        held_out = {}
+        for name, value in (("eval_set", eval_set), ("validation_set", validation_set)):
+            if value is not None:
+                try:
+                    held_out[name] = check_observations(value)
+                except (ValueError, TypeError) as exc:  # its messages name "X"
+                    raise type(exc)(f"{name}: {exc}") from exc
+                if held_out[name].shape != obs.shape:
+                    raise ValueError(
+                        f"{name}: expected a matrix of shape {obs.shape} (that of X), got "
+                        f"{held_out[name].shape}."
+                    )
+        self._fit(obs, held_out.get("eval_set"), held_out.get("validation_set"))
         return self
 
     def _split_validation(
@@ -308,7 +326,12 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
 
         return part(~is_val), part(is_val)
 
-    def _fit(self, obs: Observations, eval_obs: Observations | None) -> None:
+    def _fit(
+        self,
+        obs: Observations,
+        eval_obs: Observations | None,
+        val_obs: Observations | None = None,
+    ) -> None:
         if obs.n_observed == 0:
             raise ValueError(
                 f"X: no observed entries in a matrix of shape {obs.shape}; at least one "
@@ -320,8 +343,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         dtype = resolve_dtype(self.dtype, obs.values.dtype)
         rng = check_random_state(self.random_state)
         generator = make_generator(rng)
-        val_obs = None
-        if self.early_stopping:
+        if val_obs is None and self.early_stopping:
             obs, val_obs = self._split_validation(obs, rng)
         m, n = obs.shape
         s = m * n / obs.n_observed

@@ -115,8 +115,10 @@ def test_law_of_parsimony_full_observation():
             others = torch.cat([s[:start], s[start + k :]])
             assert (torch.abs(others - s[start]) / s[start]).min() > 1e-3  # 2r moved away
             projectors.append(
-                (u[:, start : start + k] @ u[:, start : start + k].T,
-                 vh[start : start + k].T @ vh[start : start + k])
+                (
+                    u[:, start : start + k] @ u[:, start : start + k].T,
+                    vh[start : start + k].T @ vh[start : start + k],
+                )
             )
         # ... and their left and right singular subspaces do not move
         for P_mid, P_end in zip(*projectors):
@@ -172,8 +174,9 @@ def test_compressed_gradients_match_autograd():
     gen = torch.Generator().manual_seed(0)
     U = torch.randn(13, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     V = torch.randn(9, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    cores = [torch.randn(4, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-             for _ in range(3)]
+    cores = [
+        torch.randn(4, 4, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(3)
+    ]
     s = 13 * 9 / o.n_observed
     X = U @ chain_product(cores) @ V.T
     ref = 0.5 * s * ((X[rows, cols] - y) ** 2).sum()
@@ -188,8 +191,10 @@ def test_compressed_gradients_match_autograd():
 
 def test_full_gradients_match_autograd():
     gen = torch.Generator().manual_seed(1)
-    layers = [torch.randn(*shape, dtype=torch.float64, generator=gen, requires_grad=True)
-              for shape in [(6, 5), (6, 6), (4, 6)]]
+    layers = [
+        torch.randn(*shape, dtype=torch.float64, generator=gen, requires_grad=True)
+        for shape in [(6, 5), (6, 6), (4, 6)]
+    ]
     Y = torch.randn(4, 5, dtype=torch.float64, generator=gen)
     M = (torch.rand(4, 5, generator=gen) < 0.5).double()
     ref = 0.5 * 2.0 * (((chain_product(layers) - Y) * M) ** 2).sum()
@@ -199,3 +204,22 @@ def test_full_gradients_match_autograd():
     assert torch.allclose(loss, ref)
     for got, W in zip(grads, layers):
         assert torch.allclose(got, W.grad)
+
+
+def test_explicit_validation_set_drives_early_stopping(problem_a):
+    """``validation_set`` replaces the random split: all of X is fitted, the best is kept."""
+    rows, cols, values, shape = problem_a.eval_set()
+    est = CompressedDeepMatrixCompletion(
+        rank=5, init_scale=1e-2, random_state=0, early_stopping=True, n_iter_no_change=2
+    )
+    est.fit(problem_a.train, validation_set=(rows, cols, values, shape))
+    assert est.sampling_scale_ == pytest.approx(100 * 100 / 3000)  # X was not split
+    h = est.history_
+    best = h.loc[h["val_rmse"].idxmin()]
+    assert est.best_iteration_ == best["iteration"]
+    pred = est.predict(rows, cols)  # the kept state is the recorded best one
+    assert np.sqrt(np.mean((pred - values) ** 2)) == pytest.approx(best["val_rmse"], rel=1e-6)
+    with pytest.raises(ValueError, match="validation_set: expected a matrix of shape"):
+        est.fit(problem_a.train, validation_set=([0, 1, 2], [0, 1, 2], values[:3], (3, 3)))
+    with pytest.raises(ValueError, match="validation_set: X: cols must lie in"):
+        est.fit(problem_a.train, validation_set=(rows[:5], cols[:5] + 100, values[:5], shape))

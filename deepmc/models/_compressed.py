@@ -292,8 +292,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         A = U @ chain_product(groups["cores"])
         return torch.einsum("ij,ij->i", A[rows], V[cols])
 
-    def _fit(self, obs, eval_obs) -> None:
-        super()._fit(obs, eval_obs)
+    def _fit(self, obs, eval_obs, val_obs=None) -> None:
+        super()._fit(obs, eval_obs, val_obs)
         self.factor_lr_ = self.lr_ * self._factor_lr_ratio()
 
     def _store(self, groups: dict[str, list[np.ndarray]]) -> None:
