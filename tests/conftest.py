@@ -25,3 +25,16 @@ def device(request) -> str:
 def problem_a():
     """DESIGN.md problem A: 100×100, rank 5, 30 % observed (seed 0)."""
     return make_problem("A", random_state=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module of tiny problems, restored afterwards.
+
+    A step on a tiny problem is a few dozen microsecond kernels; with two threads on a
+    contended machine most of the time goes to OpenMP synchronisation.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

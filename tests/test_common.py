@@ -14,7 +14,6 @@ Two deliberate departures from a feature-matrix transformer make some checks fai
 from __future__ import annotations
 
 import pytest
-import torch
 from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -54,13 +53,7 @@ EXPECTED_FAILED = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one intra-op thread avoids OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ESTIMATORS = [

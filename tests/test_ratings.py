@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.base import clone
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
@@ -174,19 +173,6 @@ def load_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     train, test = load_movielens(ML100K).train_test_split(0.2, random_state=seed)
     columns = ["user", "item", "rating"]
     return train.frame[columns], test.frame[columns]
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: ~3 s instead of 10–200 s on a 2-core machine shared with other jobs.
-
-    The compressed step is a few small sparse and dense products; with two intra-op
-    threads on a contended machine most of the time goes to thread synchronisation.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.slow
