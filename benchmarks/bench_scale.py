@@ -77,7 +77,7 @@ class _CompressedStepper:
         import torch
 
         from deepmc._ops import GradientDescent, ObservedPattern, intra_op_threads
-        from deepmc.models._compressed import compressed_loss_and_grads
+        from deepmc.models._compressed import compressed_residual_and_grads
 
         tr = problem.train
         m, n = tr.shape
@@ -99,13 +99,13 @@ class _CompressedStepper:
         self.opt = GradientDescent(
             [{"params": self.cores, "lr": 1.0 / L}, {"params": [self.U, self.V], "lr": 0.2}]
         )
-        self._loss_and_grads = compressed_loss_and_grads
+        self._residual_and_grads = compressed_residual_and_grads
         self.N = tr.n_observed
         # the intra-op thread count of the fit loop: ``with stepper.threads(): ...``
         self.threads = lambda: intra_op_threads(torch.device(device), self.N * k * L)
 
     def step(self) -> None:
-        _loss, _diff, gU, gV, gcores = self._loss_and_grads(
+        _resid, gU, gV, gcores = self._residual_and_grads(
             self.pattern, self.y, self.s, self.U, self.V, self.cores
         )
         for p, g in zip(self.params, [*gcores, gU, gV]):
@@ -121,7 +121,7 @@ class _FullStepper:
 
         from deepmc._ops import GradientDescent, intra_op_threads
         from deepmc.init import epsilon_orthogonal
-        from deepmc.models._full import full_loss_and_grads
+        from deepmc.models._full import full_residual_and_grads
 
         tr = problem.train
         m, n = tr.shape
@@ -139,11 +139,11 @@ class _FullStepper:
             for r, c in shapes
         ]
         self.opt = GradientDescent([{"params": self.layers, "lr": 1.0 / problem.depth}])
-        self._loss_and_grads = full_loss_and_grads
+        self._residual_and_grads = full_residual_and_grads
         self.threads = lambda: intra_op_threads(torch.device(device), m * n * d)
 
     def step(self) -> None:
-        _loss, _resid, grads = self._loss_and_grads(self.layers, self.Y, self.M, self.s)
+        _resid, grads = self._residual_and_grads(self.layers, self.Y, self.M, self.s)
         for p, g in zip(self.layers, grads):
             p.grad = g
         self.opt.step()

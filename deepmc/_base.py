@@ -8,7 +8,7 @@ The pipeline of :meth:`_BaseDeepMC.fit` (STYLE.md):
 3. resolve ``lr="auto"`` and the other defaults into private / fitted attributes;
 4. initialise the network (subclass ``_initialize``);
 5. run gradient descent (``_solve``), the loss and gradients coming from the subclass's
-   pure ``_loss_and_grads``;
+   pure ``_residual_and_grads``;
 6. store the weights as NumPy arrays; ``transform`` writes observed entries back.
 """
 
@@ -34,7 +34,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import make_generator, resolve_device, resolve_dtype, synchronize
-from ._ops import GradientDescent, ObservedPattern, intra_op_threads
+from ._ops import GradientDescent, ObservedPattern, PatternKernels, intra_op_threads
 from ._validation import Observations, check_indices, check_observations
 from .init import top_singular
 
@@ -74,9 +74,8 @@ class _Problem:
 
 @dataclass
 class _EvalSet:
-    rows: torch.Tensor
-    cols: torch.Tensor
-    values: np.ndarray  # user units
+    kernels: PatternKernels  # of the held-out pattern (rows sorted), fitting device and dtype
+    values: np.ndarray  # user units, in the pattern's order
 
 
 class _Interrupt:
@@ -181,13 +180,14 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         """Initial parameters, as named groups (``"cores"`` use η, ``"factors"`` γη)."""
 
     @abstractmethod
-    def _loss_and_grads(
+    def _residual_and_grads(
         self, problem: _Problem, groups: dict[str, list[torch.Tensor]]
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
-        """Loss ``(s/2)‖P_Ω(X − Y)‖²`` (normalised units), ``P_Ω(X − Y)`` and gradients.
+    ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
+        """``P_Ω(X − Y)`` (normalised units) and the gradients of ``(s/2)‖P_Ω(X − Y)‖²``.
 
         The residual may be stored in any layout (a vector on Ω, or a dense masked
-        matrix); only its norm and differences are used.
+        matrix); only its norm and differences are used: the loss is computed from it
+        at the checks, not on every step.
         """
 
     @abstractmethod
@@ -199,8 +199,17 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         """Inverse of :meth:`_store`, for ``warm_start``."""
 
     @abstractmethod
+    def _factor_tensors(
+        self, groups: dict[str, list[torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(left, right)`` with ``X = left @ right.T`` (normalised units) for ``groups``."""
+
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(left, right)`` with ``X̂ = left @ right.T`` in user units."""
+        """``(left, right)`` with ``X̂ = left @ right.T`` in user units, from the fit."""
+        groups = {k: [torch.tensor(a) for a in v] for k, v in self._stored_groups().items()}
+        with torch.no_grad():
+            left, right = self._factor_tensors(groups)
+        return self.scale_ * left.numpy(), right.numpy()
 
     def _factor_lr_ratio(self) -> float:
         return 1.0
@@ -399,12 +408,18 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         def to_eval(o: Observations | None) -> _EvalSet | None:
             if o is None:
                 return None
-            return _EvalSet(
+            pattern = ObservedPattern.from_coo(
                 torch.as_tensor(o.rows, device=device),
                 torch.as_tensor(o.cols, device=device),
-                o.values.astype(np.float64),
+                o.shape,
             )
+            return _EvalSet(pattern.kernels(dtype), o.values.astype(np.float64))
 
+        t_monitor = time.perf_counter()
+        monitors = {"eval": to_eval(eval_obs), "val": to_eval(val_obs)}
+        # eval_set only watches the fit: its set-up is not billed to the fit's seconds
+        if eval_obs is not None:
+            t_start += time.perf_counter() - t_monitor
         self.scale_ = scale
         self.shape_ = obs.shape
         self.device_ = str(device)
@@ -416,7 +431,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             lr,
             start_iter,
             history,
-            {"eval": to_eval(eval_obs), "val": to_eval(val_obs)},
+            monitors,
             t_start,
         )
         self.lr_ = result["lr"]
@@ -454,17 +469,16 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         return torch.optim.SGD(param_groups, lr=lr, momentum=0.9, weight_decay=wd)
 
     def _evaluate(self, groups: dict[str, list[torch.Tensor]], ev: _EvalSet) -> tuple[float, float]:
-        """Relative error and RMSE (user units) of the current network on ``ev``."""
-        pred = self._predict_tensor(groups, ev.rows, ev.cols).double().cpu().numpy()
+        """Relative error and RMSE (user units) of the current network on ``ev``.
+
+        The predictions are the sampled product of the network's factors on ``ev``'s
+        pattern (:class:`~deepmc._ops.PatternKernels`), so evaluating on a large held-out
+        set costs about one training step, and no ``K × width`` gather is formed.
+        """
+        pred = ev.kernels.sampled(*self._factor_tensors(groups)).double().cpu().numpy()
         diff = pred * self.scale_ - ev.values
         denom = max(float(np.linalg.norm(ev.values)), np.finfo(float).tiny)
         return float(np.linalg.norm(diff) / denom), float(np.sqrt(np.mean(diff**2)))
-
-    @abstractmethod
-    def _predict_tensor(
-        self, groups: dict[str, list[torch.Tensor]], rows: torch.Tensor, cols: torch.Tensor
-    ) -> torch.Tensor:
-        """Normalised predictions at ``(rows, cols)`` from the current parameters."""
 
     def _solve(
         self,
@@ -488,6 +502,10 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         ``lr="auto"`` the step is halved from the last checked state (at most 8 times),
         otherwise :class:`DivergenceError` is raised. Between checks nothing is read
         back from the device.
+
+        ``seconds`` in the history is the wall clock since the start of ``fit``
+        (initialisation included) less the time spent evaluating ``eval_set``, which
+        only watches the fit; that time is recorded apart as ``eval_seconds``.
         """
         params = [p for ps in groups.values() for p in ps]
         optimizer = self._make_optimizer(groups, lr)
@@ -508,16 +526,17 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
 
             progress = tqdm(total=end_iter, initial=start_iter, desc=f"[{name}]")
         tiny = np.finfo(float).tiny
+        eval_seconds = 0.0
         try:
             threads = intra_op_threads(problem.device, self._step_work(problem))
             with _Interrupt() as interrupt, threads:
                 while True:
                     check = (it - start_iter) % self.check_every == 0 or it >= end_iter
-                    loss_t, resid, grads = self._loss_and_grads(problem, groups)
+                    resid, grads = self._residual_and_grads(problem, groups)
                     # a state restored after a back-off was checked already
                     if (check or interrupt.requested) and not restored:
                         synchronize(problem.device)
-                        loss = float(loss_t)
+                        loss = 0.5 * problem.sampling_scale * float(torch.sum(resid * resid))
                         residual = math.sqrt(max(2.0 * loss / problem.sampling_scale, 0.0))
                         residual /= max(problem.y_norm, tiny)
                         if not math.isfinite(loss) or residual > _DIVERGENCE_RESIDUAL:
@@ -559,7 +578,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                         )
                         row = {
                             "iteration": it,
-                            "seconds": time.perf_counter() - t_start,
+                            "seconds": time.perf_counter() - t_start - eval_seconds,
                             "loss": loss * self.scale_**2,
                             "residual": residual,
                             "change": change,
@@ -567,7 +586,12 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                         }
                         for key, ev in monitors.items():
                             if ev is not None:
+                                t_eval = time.perf_counter()
                                 row[f"{key}_error"], row[f"{key}_rmse"] = self._evaluate(groups, ev)
+                                if key == "eval":
+                                    eval_seconds += time.perf_counter() - t_eval
+                        if monitors.get("eval") is not None:
+                            row["eval_seconds"] = eval_seconds
                         row["event"] = event
                         event = ""
                         history.append(row)

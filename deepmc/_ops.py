@@ -8,6 +8,7 @@ Everything here is a pure function of tensors. The compressed model never forms 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,28 +37,29 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> 
 
 @dataclass(frozen=True)
 class ObservedPattern:
-    """CSR structure of the observed set Ω, and of its transpose.
+    """CSR structure of the observed set Ω, and (built on first use) of its transpose.
 
     Observations are stored sorted by (row, column), so the ``k``-th observation is the
     ``k``-th stored value of the CSR matrix; ``perm`` reorders them column-major for the
-    transposed CSR.
+    transposed CSR. Only the gradients need the transpose: a pattern used for
+    predictions alone (an evaluation set) never sorts its entries by column.
 
     Parameters
     ----------
     crow, col : Tensor
         CSR row pointers (m + 1,) and column indices (N,) of Ω.
+    shape : tuple of (int, int)
+
+    Attributes
+    ----------
     crow_t, col_t : Tensor
         CSR row pointers (n + 1,) and column indices (N,) of Ωᵀ.
     perm : Tensor of shape (N,)
         ``values_t = values[perm]``.
-    shape : tuple of (int, int)
     """
 
     crow: torch.Tensor
     col: torch.Tensor
-    crow_t: torch.Tensor
-    col_t: torch.Tensor
-    perm: torch.Tensor
     shape: tuple[int, int]
     _kernels: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -66,11 +68,29 @@ class ObservedPattern:
         cls, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]
     ) -> ObservedPattern:
         """Build from row-major-sorted coordinates ``rows``, ``cols`` (int64)."""
-        m, n = shape
-        crow = torch._convert_indices_from_coo_to_csr(rows, m)
-        perm = torch.argsort(cols * m + rows)
-        crow_t = torch._convert_indices_from_coo_to_csr(cols[perm], n)
-        return cls(crow, cols, crow_t, rows[perm], perm, (m, n))
+        return cls(torch._convert_indices_from_coo_to_csr(rows, shape[0]), cols, shape)
+
+    @functools.cached_property
+    def _transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m, n = self.shape
+        rows = torch.repeat_interleave(
+            torch.arange(m, device=self.col.device), self.crow[1:] - self.crow[:-1]
+        )
+        perm = torch.argsort(self.col * m + rows)
+        crow_t = torch._convert_indices_from_coo_to_csr(self.col[perm], n)
+        return crow_t, rows[perm], perm
+
+    @property
+    def crow_t(self) -> torch.Tensor:
+        return self._transpose[0]
+
+    @property
+    def col_t(self) -> torch.Tensor:
+        return self._transpose[1]
+
+    @property
+    def perm(self) -> torch.Tensor:
+        return self._transpose[2]
 
     @property
     def n_observed(self) -> int:
@@ -120,12 +140,13 @@ def _row_blocks(crow: list[int], max_rows: int | None, max_entries: int | None) 
 
 
 class PatternKernels:
-    """The products of the compressed model on a fixed Ω, with their buffers built once.
+    """The products of the compressed model on a fixed Ω, with their index structures built once.
 
-    :func:`sampled_product`, :func:`sparse_matmul` and :func:`sparse_t_matmul` build a
-    CSR tensor per call; a training loop calls them thousands of times on the same Ω,
-    so this class keeps the CSR structures of ``R`` and ``Rᵀ`` with value buffers that
-    each call overwrites, and chooses the sampled-product kernel once:
+    :func:`sampled_product`, :func:`sparse_matmul` and :func:`sparse_t_matmul` convert
+    the indices of Ω on every call; a training loop calls them thousands of times on the
+    same Ω, so this class keeps the int32 CSR structures of ``R`` and ``Rᵀ`` (wrapping a
+    new value vector in them costs a couple of microseconds and copies nothing) and
+    chooses the sampled-product kernel once:
 
     * ``"dense"`` (when at least :data:`DENSE_DENSITY` of the entries are observed):
       ``A Bᵀ`` by row blocks of at most :data:`CHUNK_ELEMENTS` entries (one BLAS
@@ -136,8 +157,9 @@ class PatternKernels:
       gathered ``chunk × k`` temporaries stay within :data:`CHUNK_ELEMENTS`.
 
     The extra memory is O(N + CHUNK_ELEMENTS) whatever the method, so the compressed
-    model stays O(N + (m+n)·r̂). Not thread-safe: calls share the value buffers (the
-    returned tensors never alias them).
+    model stays O(N + (m+n)·r̂). Results are new tensors: they never alias each other,
+    the arguments, or anything kept here (the dense method's block buffer is private and
+    only read through ``index_select``), so the object is safe to reuse across calls.
 
     Parameters
     ----------
@@ -198,12 +220,11 @@ class PatternKernels:
                 mask = _csr(crow, pattern.col[e0:e1], ones, (r1 - r0, n))
                 self._blocks.append((r0, r1, e0, e1, mask))
         # int32 indices spare the CSR × dense kernel an index conversion on every call
-        small = max(N, m, n) < 2**31 - 1
-        ix = (lambda t: t.to(torch.int32)) if small else (lambda t: t)
-        self._values = torch.zeros(N, dtype=dtype, device=device)
-        self._R = _csr(ix(pattern.crow), ix(pattern.col), self._values, (m, n))
-        self._values_t = torch.zeros(N, dtype=dtype, device=device)
-        self._RT = _csr(ix(pattern.crow_t), ix(pattern.col_t), self._values_t, (n, m))
+        self._index_dtype = torch.int32 if max(N, m, n) < 2**31 - 1 else torch.int64
+        self._crow = pattern.crow.to(self._index_dtype)
+        self._col = pattern.col.to(self._index_dtype)
+        # the first CSR tensor of a process warns that CSR support is in beta (once)
+        _csr(self._crow, self._col, torch.empty(N, dtype=dtype, device=device), (m, n))
 
     def sampled(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """Entries of ``A @ B.T`` on Ω, in observation order (see :func:`sampled_product`).
@@ -218,15 +239,21 @@ class PatternKernels:
         Tensor of shape (N,)
         """
         N = self.pattern.n_observed
-        out = torch.empty(N, dtype=A.dtype, device=A.device)
         if self.method == "dense":
             n = self.pattern.shape[1]
             Bt = B.T
+            if len(self._blocks) == 1:  # the common case: no slicing of the output
+                r0, r1, _e0, _e1, local = self._blocks[0]
+                torch.mm(A[r0:r1], Bt, out=self._dense[: (r1 - r0) * n].view(r1 - r0, n))
+                return torch.index_select(self._dense, 0, local)
+            out = torch.empty(N, dtype=A.dtype, device=A.device)
             for r0, r1, e0, e1, local in self._blocks:
                 block = self._dense[: (r1 - r0) * n].view(r1 - r0, n)
                 torch.mm(A[r0:r1], Bt, out=block)
                 torch.index_select(self._dense, 0, local, out=out[e0:e1])
-        elif self.method == "sddmm":
+            return out
+        out = torch.empty(N, dtype=A.dtype, device=A.device)
+        if self.method == "sddmm":
             Bt = B.T
             for r0, r1, e0, e1, mask in self._blocks:
                 out[e0:e1] = torch.sparse.sampled_addmm(mask, A[r0:r1], Bt, beta=0.0).values()
@@ -255,9 +282,17 @@ class PatternKernels:
         RB : Tensor of shape (m, k)
         RtA : Tensor of shape (n, k)
         """
-        self._values.copy_(values)
-        torch.index_select(values, 0, self.pattern.perm, out=self._values_t)
-        return self._R @ B, self._RT @ A
+        m, n = self.pattern.shape
+        crow_t, col_t, perm = self._transpose
+        R = torch.sparse_csr_tensor(self._crow, self._col, values, (m, n), check_invariants=False)
+        values_t = torch.index_select(values, 0, perm)
+        RT = torch.sparse_csr_tensor(crow_t, col_t, values_t, (n, m), check_invariants=False)
+        return R @ B, RT @ A
+
+    @functools.cached_property
+    def _transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p = self.pattern
+        return p.crow_t.to(self._index_dtype), p.col_t.to(self._index_dtype), p.perm
 
 
 def sampled_product(pattern: ObservedPattern, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

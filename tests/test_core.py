@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from deepmc._ops import chain_product
@@ -41,6 +43,9 @@ def test_problem_a_full_width_recovers(problem_a, device):
     assert est.width_ == 100
     assert [w.shape for w in est.weights_] == [(100, 100)] * 3
     assert problem_a.recovery_error(est) <= 1e-4
+    assert est.history_["eval_error"].iloc[-1] == pytest.approx(
+        problem_a.recovery_error(est), rel=1e-6
+    )
 
 
 def test_problem_a_narrow_runs_and_records_error(problem_a, device):
@@ -51,6 +56,33 @@ def test_problem_a_narrow_runs_and_records_error(problem_a, device):
     assert h["eval_error"].iloc[0] > 0.5  # starts from (almost) zero
     assert h["eval_error"].iloc[-1] < h["eval_error"].iloc[0]
     assert (np.diff(h["iteration"]) > 0).all()
+    assert (np.diff(h["seconds"]) >= 0).all()
+
+
+@pytest.mark.parametrize("Est", [CompressedDeepMatrixCompletion, DeepMatrixCompletion])
+def test_history_seconds_exclude_the_eval_set(problem_a, monkeypatch, Est):
+    """eval_set only watches the fit: its evaluation time is recorded apart, not billed."""
+    pause = 0.02
+    original = Est._evaluate
+
+    def slow_evaluate(self, groups, ev):
+        time.sleep(pause)
+        return original(self, groups, ev)
+
+    monkeypatch.setattr(Est, "_evaluate", slow_evaluate)
+    est = Est(init_scale=1e-2, max_iter=200, tol=0.0, random_state=0)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(problem_a.train, eval_set=problem_a.eval_set())
+    wall = time.perf_counter() - t0
+    h = est.history_
+    checks = len(h)  # iterations 0, 25, …, 200
+    assert checks == 9
+    assert h["eval_seconds"].iloc[-1] >= pause * checks
+    assert (np.diff(h["eval_seconds"]) >= pause).all()
+    # the last row's seconds were taken before its own evaluation
+    assert h["seconds"].iloc[-1] <= wall - pause * checks
     assert (np.diff(h["seconds"]) >= 0).all()
 
 

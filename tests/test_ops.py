@@ -141,3 +141,16 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
         assert torch.equal(p, q)
     gd.zero_grad()
     assert all(p.grad is None for p in ours)
+
+
+def test_transpose_is_built_only_for_gradients():
+    """A pattern that only predicts (an evaluation set) never sorts its entries by column."""
+    pat, rows, cols = _pattern(30, 20, 150)
+    kern = pat.kernels(torch.float64)
+    A, B = torch.randn(30, 2, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
+    kern.sampled(A, B)
+    assert "_transpose" not in pat.__dict__
+    kern.matmul_pair(torch.ones(150, dtype=torch.float64), A, B)
+    order = torch.argsort(cols * 30 + rows)
+    assert torch.equal(pat.perm, order)
+    assert torch.equal(pat.col_t, rows[order])

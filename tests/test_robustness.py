@@ -461,7 +461,7 @@ def test_warm_start_continues_training(make, data):
 def _sigint_at(monkeypatch, est, steps):
     """Send a real SIGINT to this process while computing the gradient of ``steps``."""
     calls = {"n": 0}
-    original = type(est)._loss_and_grads
+    original = type(est)._residual_and_grads
 
     def loss_and_grads(self, problem, groups):
         if calls["n"] in steps:
@@ -469,7 +469,7 @@ def _sigint_at(monkeypatch, est, steps):
         calls["n"] += 1
         return original(self, problem, groups)
 
-    monkeypatch.setattr(type(est), "_loss_and_grads", loss_and_grads)
+    monkeypatch.setattr(type(est), "_residual_and_grads", loss_and_grads)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

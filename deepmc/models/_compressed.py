@@ -18,24 +18,29 @@ from .._ops import (
 )
 from ..init import parsimony, random_frames, spectral
 
-__all__ = ["CompressedDeepMatrixCompletion", "compressed_loss_and_grads"]
+__all__ = [
+    "CompressedDeepMatrixCompletion",
+    "compressed_loss_and_grads",
+    "compressed_residual_and_grads",
+]
 
 
-def compressed_loss_and_grads(
+def compressed_residual_and_grads(
     pattern: ObservedPattern,
     y: torch.Tensor,
     s: float,
     U: torch.Tensor,
     V: torch.Tensor,
     cores: list[torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Loss ``(s/2) Σ_Ω ((U C Vᵀ)_ij − y_ij)²`` with ``C = W̃_L ⋯ W̃_1``, and its gradients.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Residual on Ω and gradients of ``ℓ = (s/2) Σ_Ω ((U C Vᵀ)_ij − y_ij)²``, ``C = W̃_L ⋯ W̃_1``.
 
     Never forms an ``m × n`` matrix (only row blocks of bounded size, see
     :class:`~deepmc._ops.PatternKernels`): with ``A = U C``, the predictions on Ω are the
-    sampled product ``(A Vᵀ)_Ω`` and, with ``R`` the sparse residual ``s(P_Ω(X) − y)``,
-    ``∇_A = R V``, ``∇_V = Rᵀ A``, ``∇_U = ∇_A Cᵀ`` and ``∇_C = Uᵀ ∇_A``, back-propagated
-    through the cores. Cost O(N·k + (m+n)·k² + L·k³) for ``k = 2r̂``.
+    sampled product ``(A Vᵀ)_Ω`` and, with ``R`` the sparse residual ``P_Ω(X) − y``,
+    ``∇_V = s Rᵀ A``, ``∇_U = s (R V) Cᵀ`` and ``∇_C = s Uᵀ (R V)``, back-propagated
+    through the cores. Cost O(N·k + (m+n)·k² + L·k³) for ``k = 2r̂``. The loss itself is
+    ``(s/2)‖residual‖²``; the training loop reads it only at its checks.
 
     Parameters
     ----------
@@ -52,7 +57,6 @@ def compressed_loss_and_grads(
 
     Returns
     -------
-    loss : Tensor (scalar)
     residual : Tensor of shape (N,)
         ``X_Ω − y``.
     grad_U : Tensor of shape (m, k)
@@ -63,13 +67,31 @@ def compressed_loss_and_grads(
     prefixes = chain_prefixes(cores)
     C = prefixes[-1]
     A = U @ C
-    diff = kernels.sampled(A, V).sub_(y)
-    loss = torch.dot(diff, diff).mul_(0.5 * s)
-    grad_A, grad_V = kernels.matmul_pair(diff, A, V)
-    grad_A.mul_(s)
-    grad_V.mul_(s)
-    grad_cores = chain_backward(cores, prefixes, U.T @ grad_A)
-    return loss, diff, grad_A @ C.T, grad_V, grad_cores
+    resid = kernels.sampled(A, V).sub_(y)
+    RV, RtA = kernels.matmul_pair(resid, A, V)
+    grad_U = RV @ (s * C).T  # s folded into k × k products where it is cheapest
+    grad_cores = chain_backward(cores, prefixes, (U.T @ RV).mul_(s))
+    return resid, grad_U, RtA.mul_(s), grad_cores
+
+
+def compressed_loss_and_grads(
+    pattern: ObservedPattern,
+    y: torch.Tensor,
+    s: float,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """:func:`compressed_residual_and_grads` with the loss ``(s/2)‖residual‖²`` first.
+
+    Returns
+    -------
+    loss : Tensor (scalar)
+    residual, grad_U, grad_V, grad_cores
+        As in :func:`compressed_residual_and_grads`.
+    """
+    resid, grad_U, grad_V, grad_cores = compressed_residual_and_grads(pattern, y, s, U, V, cores)
+    return torch.dot(resid, resid).mul_(0.5 * s), resid, grad_U, grad_V, grad_cores
 
 
 class CompressedDeepMatrixCompletion(_BaseDeepMC):
@@ -280,17 +302,16 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         cores = [init_scale * eye.clone() for _ in range(self.depth)]
         return {"cores": cores, "factors": [U, V]}
 
-    def _loss_and_grads(self, problem, groups):
+    def _residual_and_grads(self, problem, groups):
         U, V = groups["factors"]
-        loss, resid, gU, gV, gcores = compressed_loss_and_grads(
+        resid, gU, gV, gcores = compressed_residual_and_grads(
             problem.pattern, problem.y, problem.sampling_scale, U, V, groups["cores"]
         )
-        return loss, resid, {"cores": gcores, "factors": [gU, gV]}
+        return resid, {"cores": gcores, "factors": [gU, gV]}
 
-    def _predict_tensor(self, groups, rows, cols):
+    def _factor_tensors(self, groups):
         U, V = groups["factors"]
-        A = U @ chain_product(groups["cores"])
-        return torch.einsum("ij,ij->i", A[rows], V[cols])
+        return U @ chain_product(groups["cores"]), V
 
     def _fit(self, obs, eval_obs, val_obs=None) -> None:
         super()._fit(obs, eval_obs, val_obs)
@@ -302,9 +323,3 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
 
     def _stored_groups(self) -> dict[str, list[np.ndarray]]:
         return {"cores": self.cores_, "factors": [self.U_, self.V_]}
-
-    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
-        C = self.cores_[0]
-        for W in self.cores_[1:]:
-            C = W @ C
-        return self.scale_ * (self.U_ @ C), self.V_

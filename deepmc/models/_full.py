@@ -30,10 +30,10 @@ def _available_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def full_loss_and_grads(
+def full_residual_and_grads(
     layers: list[torch.Tensor], Y: torch.Tensor, M: torch.Tensor, s: float
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Loss ``(s/2)‖M ⊙ (W_L⋯W_1 − Y)‖²`` and its exact gradients for every layer.
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Masked residual and the exact gradients of ``(s/2)‖M ⊙ (W_L⋯W_1 − Y)‖²``.
 
     Parameters
     ----------
@@ -48,15 +48,28 @@ def full_loss_and_grads(
 
     Returns
     -------
-    loss : Tensor (scalar)
     residual : Tensor of shape (m, n)
-        ``M ⊙ (X − Y)``.
+        ``M ⊙ (X − Y)``; the loss is ``(s/2)‖residual‖²``.
     grads : list of Tensor
     """
     prefixes = chain_prefixes(layers)
     D = (prefixes[-1] - Y) * M
-    loss = 0.5 * s * torch.sum(D * D)
-    return loss, D, chain_backward(layers, prefixes, s * D)
+    return D, chain_backward(layers, prefixes, s * D)
+
+
+def full_loss_and_grads(
+    layers: list[torch.Tensor], Y: torch.Tensor, M: torch.Tensor, s: float
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """:func:`full_residual_and_grads` with the loss ``(s/2)‖residual‖²`` first.
+
+    Returns
+    -------
+    loss : Tensor (scalar)
+    residual : Tensor of shape (m, n)
+    grads : list of Tensor
+    """
+    D, grads = full_residual_and_grads(layers, Y, M, s)
+    return 0.5 * s * torch.sum(D * D), D, grads
 
 
 class DeepMatrixCompletion(_BaseDeepMC):
@@ -148,10 +161,12 @@ class DeepMatrixCompletion(_BaseDeepMC):
         restored an earlier check.
     history_ : pandas.DataFrame
         One row per check: ``iteration``, ``seconds`` (since ``fit`` was called,
-        initialisation included), ``loss`` (data-fit term, in the units of the data),
-        ``residual`` (relative training residual), ``change`` (the stopping quantity),
-        ``lr``, ``eval_error``/``eval_rmse`` when ``eval_set`` is given,
-        ``val_error``/``val_rmse`` with early stopping, and ``event`` (divergence
+        initialisation included, less the time spent evaluating ``eval_set``),
+        ``loss`` (data-fit term, in the units of the data), ``residual`` (relative
+        training residual), ``change`` (the stopping quantity), ``lr``,
+        ``eval_error``/``eval_rmse``/``eval_seconds`` (evaluation time so far) when
+        ``eval_set`` is given, ``val_error``/``val_rmse`` with early stopping or a
+        ``validation_set`` (their time counts: they steer the fit), and ``event`` (divergence
         back-off, ``converged``, ``early_stopping``, ``max_iter`` or ``interrupted``).
     shape_ : tuple of (int, int)
         ``(m, n)``.
@@ -303,29 +318,23 @@ class DeepMatrixCompletion(_BaseDeepMC):
         M[problem.rows, problem.cols] = 1.0
         problem.extra["Y"], problem.extra["M"] = Y, M
 
-    def _loss_and_grads(self, problem, groups):
+    def _residual_and_grads(self, problem, groups):
         if "Y" not in problem.extra:  # warm start skips _initialize
             self._dense_targets(problem)
-        loss, resid, grads = full_loss_and_grads(
+        resid, grads = full_residual_and_grads(
             groups["layers"], problem.extra["Y"], problem.extra["M"], problem.sampling_scale
         )
-        return loss, resid, {"layers": grads}
+        return resid, {"layers": grads}
 
-    def _predict_tensor(self, groups, rows, cols):
+    def _factor_tensors(self, groups):
         layers = groups["layers"]
         left = layers[-1]
         for W in reversed(layers[1:-1]):
             left = left @ W
-        return torch.einsum("ij,ji->i", left[rows], layers[0][:, cols])
+        return left, layers[0].T
 
     def _store(self, groups: dict[str, list[np.ndarray]]) -> None:
         self.weights_ = groups["layers"]
 
     def _stored_groups(self) -> dict[str, list[np.ndarray]]:
         return {"layers": self.weights_}
-
-    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
-        left = self.weights_[-1]
-        for W in reversed(self.weights_[1:-1]):
-            left = left @ W
-        return self.scale_ * left, self.weights_[0].T
