@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -145,12 +147,30 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
 
 def test_transpose_is_built_only_for_gradients():
     """A pattern that only predicts (an evaluation set) never sorts its entries by column."""
-    pat, rows, cols = _pattern(30, 20, 150)
+    pat, *_ = _pattern(30, 20, 150)
     kern = pat.kernels(torch.float64)
     A, B = torch.randn(30, 2, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
     kern.sampled(A, B)
-    assert "_transpose" not in pat.__dict__
+    assert kern._transposed is None
     kern.matmul_pair(torch.ones(150, dtype=torch.float64), A, B)
-    order = torch.argsort(cols * 30 + rows)
-    assert torch.equal(pat.perm, order)
-    assert torch.equal(pat.col_t, rows[order])
+    assert kern._transposed is not None
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7, 40])
+def test_transposed_blocks_cover_omega_column_major(chunk):
+    """Each block's permutation sorts its observations by column; blocks tile Ω."""
+    m, n, N = 40, 30, 200
+    pat, rows, cols = _pattern(m, n, N)
+    kern = PatternKernels(pat, torch.float64, chunk_elements=chunk)
+    blocks = kern.transposed_blocks()
+    assert blocks[0][2] == 0 and blocks[-1][3] == N
+    assert all(a[3] == b[2] and a[1] == b[0] for a, b in itertools.pairwise(blocks))
+    if chunk is None:
+        assert len(blocks) == 1
+    for r0, r1, e0, e1, crow_t, col_t, perm in blocks:
+        assert chunk is None or r1 - r0 == 1 or e1 - e0 <= chunk
+        r, c = rows[e0:e1][perm], cols[e0:e1][perm]
+        key = c * m + r
+        assert torch.all(key[1:] > key[:-1])  # column-major, each observation once
+        assert torch.equal(col_t.long(), r - r0)
+        assert torch.equal(crow_t.long(), torch._convert_indices_from_coo_to_csr(c, n))
