@@ -122,3 +122,30 @@ def test_every_benchmark_is_parameterised_and_reachable(suite):
                     bench.teardown(*combo)
     assert {"time_fit", "peakmem_fit", "track_recovery_error", "track_n_iter"} <= set(seen)
     assert "track_gpu_peak_bytes" in seen
+
+
+def test_scale_benchmarks_measure_what_they_say(suite, monkeypatch):
+    """bench_scale on problem A: the step budgets of TARGETS do reach the target errors."""
+    from benchmarks import bench_scale
+    from benchmarks.bench_scale import TARGETS, CompressedStep, TargetRatio, TimeToTarget
+
+    step = CompressedStep()
+    step.setup("A", "cpu", "float64")
+    try:
+        assert step.time_step("A", "cpu", "float64") is None
+        assert step.track_observations_per_second("A", "cpu", "float64") > 0
+    finally:
+        step.teardown("A", "cpu", "float64")
+    target, steps = TARGETS["A"]
+    for method in ("compressed", "full"):
+        bench = TimeToTarget()
+        bench.setup(method, "A", "cpu")
+        assert bench.track_steps(method, "A", "cpu") == steps[method]
+        assert bench.track_recovery_error(method, "A", "cpu") <= target
+    monkeypatch.setattr(bench_scale, "PROFILE", "regular")  # B is listed, not built
+    with pytest.raises(NotImplementedError, match="not measured"):
+        TimeToTarget().setup("full", "B", "cpu")
+    monkeypatch.undo()
+    ratio = TargetRatio()
+    ratio.setup("A", "cpu")
+    assert ratio.track_full_over_compressed("A", "cpu") > 0
