@@ -11,6 +11,9 @@
   compressed one on problem B, both measured in the same call.
 * :class:`TargetRatio` — wall clock of the full-width ``fit`` to 1e-4 on problem A over
   that of the compressed one, both measured in the same call.
+* :class:`EvalOverhead` — the training seconds of a compressed ``fit`` watched by an
+  ``eval_set`` (``history_.seconds``, evaluation excluded) over the wall clock of the same
+  fit unwatched: 1 when watching a fit leaves its steps alone.
 
 Environment:
 
@@ -374,3 +377,55 @@ class StepRatio:
         return self._per_step(self.comp, 100)
 
     track_compressed_step_seconds.unit = "seconds"
+
+
+class EvalOverhead:
+    """Do the evaluations of ``eval_set`` slow down the training steps between them?"""
+
+    param_names = ["problem", "device"]
+    params = [["A", "B"], ["cpu", "cuda"]]
+    number = 1
+    repeat = (1, 3, 120.0)
+    warmup_time = 0
+    timeout = 1800
+
+    def setup(self, problem: str, device: str) -> None:
+        _skip(problem, device)
+        self.problem = _problem(problem)
+        self.device = device
+        self._fit(10, True)  # first-call costs
+
+    def _fit(self, steps: int, watched: bool) -> Any:
+        from sklearn.exceptions import ConvergenceWarning
+
+        from deepmc import CompressedDeepMatrixCompletion
+
+        p = self.problem
+        est = CompressedDeepMatrixCompletion(
+            rank=p.rank,
+            depth=p.depth,
+            init_scale=p.init_scale,
+            tol=0.0,
+            max_iter=steps,
+            device=self.device,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(p.train, eval_set=p.eval_set() if watched else None)
+        _sync(self.device)
+        return est
+
+    def track_watched_over_unwatched(self, problem: str, device: str) -> float:
+        steps = 2000 if problem == "A" else 1000
+        best = {True: float("inf"), False: float("inf")}
+        for _ in range(3):  # alternated, best of three each
+            for watched in (False, True):
+                t0 = time.perf_counter()
+                est = self._fit(steps, watched)
+                wall = time.perf_counter() - t0
+                train = float(est.history_["seconds"].iloc[-1]) if watched else wall
+                best[watched] = min(best[watched], train)
+        return best[True] / best[False]
+
+    track_watched_over_unwatched.unit = "ratio"

@@ -149,3 +149,6 @@ def test_scale_benchmarks_measure_what_they_say(suite, monkeypatch):
     ratio = TargetRatio()
     ratio.setup("A", "cpu")
     assert ratio.track_full_over_compressed("A", "cpu") > 0
+    watch = bench_scale.EvalOverhead()
+    watch.setup("A", "cpu")
+    assert watch.track_watched_over_unwatched("A", "cpu") > 0
