@@ -79,12 +79,14 @@ DENSE_DENSITY = 0.1
 #: Elements of the temporaries of one chunk (a dense block, or gathered rows); the extra
 #: memory of a product is O(min(N·k, CHUNK_ELEMENTS)) whatever N.
 CHUNK_ELEMENTS = 1 << 22
-#: Observations per block of ``sampled_addmm`` and of the transposed product. Blocks of
-#: this size keep each block's temporaries (the result structure ``sampled_addmm``
-#: allocates, a block's permuted values) small enough to be recycled by the allocator
-#: rather than mapped afresh, page fault by page fault, on every call; on problem C
-#: (20 M observations, 2 cores) blocks of 2¹⁸ took the sampled product from ≈ 190 to
-#: ≈ 70–100 ms and the transposed product from ≈ 115 to ≈ 95 ms against blocks of 2²².
+#: Observations per block of ``sampled_addmm`` and of the transposed product, on the
+#: CPU. Blocks of this size keep each block's temporaries (the result structure
+#: ``sampled_addmm`` allocates, a block's permuted values) small enough to be recycled by
+#: the allocator rather than mapped afresh, page fault by page fault, on every call; on
+#: problem C (20 M observations, 2 cores) blocks of 2¹⁸ took the sampled product from
+#: ≈ 190 to ≈ 70–100 ms and the transposed product from ≈ 115 to ≈ 95 ms against blocks
+#: of 2²². On CUDA, whose caching allocator recycles blocks of any size and where every
+#: block costs kernel launches, blocks hold :data:`CHUNK_ELEMENTS` observations.
 BLOCK_OBSERVATIONS = 1 << 18
 
 
@@ -176,7 +178,7 @@ class PatternKernels:
         self.dtype = dtype
         self.method = method
         self.budget = budget
-        self.block = min(budget, BLOCK_OBSERVATIONS)
+        self.block = min(budget, BLOCK_OBSERVATIONS if device.type == "cpu" else CHUNK_ELEMENTS)
         self._crow_host = pattern.crow.tolist()
         rows = torch.repeat_interleave(
             torch.arange(m, device=device), pattern.crow[1:] - pattern.crow[:-1]
