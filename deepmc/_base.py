@@ -376,6 +376,9 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             )
             scale = float(sig[0]) if sig[0] > 0 else 1.0
 
+        # in torch: a NumPy BLAS call here would leave its threads spinning into the
+        # first training steps (see deepmc.init.top_singular)
+        y_norm = float(torch.linalg.vector_norm(torch.as_tensor(obs.values, dtype=torch.float64)))
         rows_t = torch.as_tensor(obs.rows, device=device)
         cols_t = torch.as_tensor(obs.cols, device=device)
         y = torch.as_tensor(obs.values.astype(np.float64) / scale, dtype=dtype, device=device)
@@ -388,7 +391,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             pattern=ObservedPattern.from_coo(rows_t, cols_t, obs.shape),
             device=device,
             dtype=dtype,
-            y_norm=float(np.linalg.norm(obs.values.astype(np.float64)) / scale),
+            y_norm=y_norm / scale,
         )
         lr = self._resolve_learning_rate()
         init_scale = self._resolve_init_scale()

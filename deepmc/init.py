@@ -14,10 +14,13 @@ initialisation on every device.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.utils.extmath import randomized_svd
+from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "epsilon_orthogonal",
@@ -84,6 +87,9 @@ def top_singular(
 
     A randomized SVD (:func:`sklearn.utils.extmath.randomized_svd`, ``n_iter`` power
     iterations) of the CSR matrix: cost O(n_iter · N · k), no dense ``m × n`` array.
+    NumPy's BLAS runs it on one thread: its dense steps (QR of ``m × 2k`` blocks) are
+    small, and a threaded BLAS call leaves worker threads spinning for ≈ 0.1 s
+    afterwards, which on 2 cores halves the speed of the first training steps.
 
     Returns
     -------
@@ -92,10 +98,17 @@ def top_singular(
     v : ndarray of shape (n, k)
     """
     M = sp.csr_matrix((np.asarray(values, dtype=np.float64), (rows, cols)), shape=shape)
-    u, s, vt = randomized_svd(
-        M, n_components=k, n_iter=n_iter, random_state=_seed(generator), flip_sign=True
-    )
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        u, s, vt = randomized_svd(
+            M, n_components=k, n_iter=n_iter, random_state=_seed(generator), flip_sign=True
+        )
     return u, s, vt.T
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    """The thread pools of the loaded BLAS libraries, inspected once per process."""
+    return ThreadpoolController()
 
 
 def _haar_action(
