@@ -542,7 +542,7 @@ def _plot_histories(results: list[_Result], task: Task, path: Path) -> None:
         h = res.estimator.history_
         for ax, x in zip(axes, ("iteration", "seconds")):
             ax.plot(h[x], h[task.metric], label=METHODS[res.method])
-    for ax, xlabel in zip(axes, ("iterations", "seconds (wall clock, fit included)")):
+    for ax, xlabel in zip(axes, ("iterations", "seconds (fit, init included, eval excluded)")):
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
