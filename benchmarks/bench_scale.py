@@ -230,8 +230,13 @@ class CompressedStepGPUMemory:
     track_gpu_peak_bytes.unit = "bytes"
 
 
-def _fit_to_target(problem: Any, method: str, steps: int, device: str) -> Any:
-    """The default ``fit`` of ``method`` for ``steps`` steps (``tol=0``: no early stop)."""
+def _fit_to_target(
+    problem: Any, method: str, steps: int, device: str, *, watched: bool = False
+) -> Any:
+    """The default ``fit`` of ``method`` for ``steps`` steps (``tol=0``: no early stop).
+
+    ``watched`` passes the problem's held-out entries as ``eval_set``.
+    """
     from sklearn.exceptions import ConvergenceWarning
 
     from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
@@ -250,7 +255,7 @@ def _fit_to_target(problem: Any, method: str, steps: int, device: str) -> Any:
         est = DeepMatrixCompletion(**params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(problem.train)
+        est.fit(problem.train, eval_set=problem.eval_set() if watched else None)
     _sync(device)
     return est
 
@@ -393,28 +398,7 @@ class EvalOverhead:
         _skip(problem, device)
         self.problem = _problem(problem)
         self.device = device
-        self._fit(10, True)  # first-call costs
-
-    def _fit(self, steps: int, watched: bool) -> Any:
-        from sklearn.exceptions import ConvergenceWarning
-
-        from deepmc import CompressedDeepMatrixCompletion
-
-        p = self.problem
-        est = CompressedDeepMatrixCompletion(
-            rank=p.rank,
-            depth=p.depth,
-            init_scale=p.init_scale,
-            tol=0.0,
-            max_iter=steps,
-            device=self.device,
-            random_state=0,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(p.train, eval_set=p.eval_set() if watched else None)
-        _sync(self.device)
-        return est
+        _fit_to_target(self.problem, "compressed", 10, device, watched=True)  # first calls
 
     def track_watched_over_unwatched(self, problem: str, device: str) -> float:
         steps = 2000 if problem == "A" else 1000
@@ -422,7 +406,9 @@ class EvalOverhead:
         for _ in range(3):  # alternated, best of three each
             for watched in (False, True):
                 t0 = time.perf_counter()
-                est = self._fit(steps, watched)
+                est = _fit_to_target(
+                    self.problem, "compressed", steps, self.device, watched=watched
+                )
                 wall = time.perf_counter() - t0
                 train = float(est.history_["seconds"].iloc[-1]) if watched else wall
                 best[watched] = min(best[watched], train)
