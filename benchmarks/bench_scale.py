@@ -239,7 +239,7 @@ def _fit_to_target(
     """
     from sklearn.exceptions import ConvergenceWarning
 
-    from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+    from deepmc.models import make_estimator
 
     params = {
         "depth": problem.depth,
@@ -249,10 +249,7 @@ def _fit_to_target(
         "device": device,
         "random_state": 0,
     }
-    if method == "compressed":
-        est = CompressedDeepMatrixCompletion(rank=problem.rank, **params)
-    else:
-        est = DeepMatrixCompletion(**params)
+    est = make_estimator(method, rank=problem.rank, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(problem.train, eval_set=problem.eval_set() if watched else None)

@@ -82,7 +82,7 @@ def skip_reason(method: str, device: str, problem: str) -> str | None:
 
 def make_estimator(method: str, device: str, problem: Any, max_iter: int) -> Any:
     """The estimator of ``method`` with the problem's depth and ε, seeded."""
-    from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+    from deepmc.models import make_estimator
 
     params: dict[str, Any] = {
         "depth": problem.depth,
@@ -92,11 +92,7 @@ def make_estimator(method: str, device: str, problem: Any, max_iter: int) -> Any
     }
     if problem.init_scale is not None:
         params["init_scale"] = problem.init_scale
-    if method == "full":
-        return DeepMatrixCompletion(**params)
-    if method == "narrow":
-        return DeepMatrixCompletion(width=2 * problem.rank, **params)
-    return CompressedDeepMatrixCompletion(rank=problem.rank, **params)
+    return make_estimator(method, rank=problem.rank, **params)
 
 
 def fit(estimator: Any, problem: Any, *, eval_set: bool = False) -> Any:

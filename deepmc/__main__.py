@@ -17,7 +17,7 @@ def _demo(args: argparse.Namespace) -> int:
     from sklearn.base import clone
 
     from .datasets import make_problem
-    from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+    from .models import make_estimator
 
     problem = make_problem(args.problem, random_state=args.seed)
     m, n = problem.shape
@@ -27,8 +27,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"depth {problem.depth}, init_scale {problem.init_scale}"
     )
     estimators = (
-        ("compressed", CompressedDeepMatrixCompletion(rank=problem.rank, device=args.device)),
-        ("full-width", DeepMatrixCompletion(device=args.device)),
+        ("compressed", make_estimator("compressed", rank=problem.rank, device=args.device)),
+        ("full-width", make_estimator("full", device=args.device)),
     )
     # One-time library start-up (kernel dispatch, thread pools, CUDA context) is paid on
     # a tiny problem first, so it is not billed to whichever network is timed first.

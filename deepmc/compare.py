@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from . import models
 from ._validation import Observations
 from .datasets import PROBLEMS, load_movielens, make_problem
-from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 
 __all__ = [
     "METHODS",
@@ -285,15 +285,7 @@ def make_estimator(method: str, task: Task, **params: Any) -> Any:
     common = {"depth": task.depth, **params}
     if task.init_scale is not None:
         common.setdefault("init_scale", task.init_scale)
-    if method == "full":
-        return DeepMatrixCompletion(**common)
-    if method == "narrow":
-        return DeepMatrixCompletion(width=2 * task.rank, **common)
-    if method == "compressed":
-        return CompressedDeepMatrixCompletion(rank=task.rank, **common)
-    if method == "compressed-no-dlr":
-        return CompressedDeepMatrixCompletion(rank=task.rank, factor_lr_ratio=0.0, **common)
-    raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}.")
+    return models.make_estimator(method, rank=task.rank, **common)
 
 
 def end_to_end_singular_values(estimator: Any, k: int) -> np.ndarray:

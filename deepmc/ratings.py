@@ -21,7 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion, make_estimator
 
 __all__ = ["RatingsCompletion", "fit_biases"]
 
@@ -356,10 +356,7 @@ class RatingsCompletion(BaseEstimator):
             "n_iter_no_change": self.n_iter_no_change,
             **(self.network_params or {}),
         }
-        if self.network == "compressed":
-            return CompressedDeepMatrixCompletion(rank=self.rank, **common)
-        width = None if self.network == "full" else 2 * self.rank
-        return DeepMatrixCompletion(width=width, **common)
+        return make_estimator(self.network, rank=self.rank, **common)
 
     def fit(self, X: Any, y: Any = None) -> RatingsCompletion:
         """Fit the biases and the network to a table of ratings.
