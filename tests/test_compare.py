@@ -1,4 +1,4 @@
-"""Issue 3: ``deepmc compare`` — files, table and figures on problem A, skips, ratings."""
+"""``deepmc compare``: files, table and figures on problem A, skips, ratings."""
 
 from __future__ import annotations
 
