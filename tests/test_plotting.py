@@ -136,11 +136,12 @@ def test_plots_without_axes_use_a_new_pyplot_figure():
 
 def test_deepmc_imports_matplotlib_only_to_draw_and_never_pyplot(tmp_path):
     # one subprocess (importing torch is the slow part): importing deepmc, deepmc.compare
-    # and deepmc.plotting imports no matplotlib; compare's files are drawn without pyplot
-    # and without switching the backend.
+    # and deepmc.plotting imports no matplotlib (nor the POSIX-only ``resource``, absent on
+    # Windows); compare's files are drawn without pyplot and without switching the backend.
     code = (
         "import sys\n"
-        "import deepmc, deepmc.compare, deepmc.plotting\n"
+        "sys.modules['resource'] = None\n"
+        "import deepmc, deepmc.compare, deepmc.plotting, deepmc.__main__\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
         "import matplotlib\n"
         "def use(*args, **kwargs):\n"
