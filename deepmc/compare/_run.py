@@ -351,9 +351,6 @@ def compare(
         CPU), ``note`` and ``speedup_vs_full``. ``attrs`` holds the problem and the basis
         of the speed-up.
     """
-    from ._plots import plot_histories, plot_singular
-    from ._report import _summary
-
     methods = _check_methods(methods, no_dlr)
     if isinstance(problem, Task):
         task = replace(problem)
@@ -374,22 +371,32 @@ def compare(
     params = _fit_params(task, {"max_iter": max_iter, "tol": tol})
     params.update(check_every=check_every, device=device, random_state=seed, verbose=verbose)
     _warm_up(methods, task, params)
-    points = singular_points if singular_values else None
-    results = _run_all(methods, task, params, out, points, log)
-    table, basis = _summary(results, task, tuple(thresholds))
+    results = _run_all(
+        methods, task, params, out, singular_points if singular_values else None, log
+    )
+    return _write_summary(results, task, tuple(thresholds), out, device=device, seed=seed)
+
+
+def _write_summary(
+    results: list[_Result], task: Task, thresholds: tuple[float, ...], out: Path, **attrs: Any
+) -> pd.DataFrame:
+    """The summary table (also ``summary.csv``) and the figures of a finished run."""
+    from ._plots import plot_histories, plot_singular
+    from ._report import _summary
+
+    table, basis = _summary(results, task, thresholds)
     table.attrs.update(
         problem=task.name,
         kind=task.kind,
         shape=task.shape,
         rank=task.rank,
-        device=device,
-        seed=seed,
+        **attrs,
         speedup_basis=basis,
         output_dir=str(out),
     )
     table.to_csv(out / "summary.csv", index=False)
     if any(r.estimator is not None for r in results):
         plot_histories(results, task, out / "compare.png")
-    if singular_values and any(r.singular is not None for r in results):
+    if any(r.singular is not None for r in results):
         plot_singular(results, task, out / "singular_values.png")
     return table

@@ -256,6 +256,43 @@ PROBLEMS: dict[str, dict[str, Any]] = {
 }
 
 
+def _problem_spec(name: str | None, **given: Any) -> dict[str, Any]:
+    """A reference problem's settings overridden by the ``given`` ones that are not None."""
+    spec: dict[str, Any] = {"depth": 3, "init_scale": None}
+    if name is not None:
+        if name not in PROBLEMS:
+            raise ValueError(f"name: expected one of {sorted(PROBLEMS)}, got {name!r}.")
+        spec.update(PROBLEMS[name])
+    for key in ("shape", "rank"):
+        if given[key] is not None:
+            spec[key] = given[key]
+    fraction, count = given["fraction"], given["count"]
+    if fraction is not None or count is not None:
+        spec.pop("fraction", None)
+        spec.pop("count", None)
+        spec["fraction" if fraction is not None else "count"] = (
+            fraction if fraction is not None else count
+        )
+    if "shape" not in spec or "rank" not in spec:
+        raise ValueError("make_problem: give a reference name or both shape and rank.")
+    if "fraction" not in spec and "count" not in spec:
+        raise ValueError("make_problem: give fraction or count of observed entries.")
+    return spec
+
+
+def _held_out(
+    shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, rng: np.random.RandomState
+) -> np.ndarray:
+    """Flat indices of Ωᶜ, or of a uniform sample of it when ``m·n`` is large."""
+    m, n = shape
+    if m * n <= _DENSE_LIMIT:
+        observed = np.zeros(m * n, dtype=bool)
+        observed[rows * n + cols] = True
+        return np.flatnonzero(~observed)
+    test = np.unique(rng.randint(0, m * n, size=_TEST_SAMPLE, dtype=np.int64))
+    return test[~np.isin(test, rows * n + cols)]
+
+
 def make_problem(
     name: str | None = None,
     *,
@@ -291,24 +328,7 @@ def make_problem(
     >>> p.shape, p.train.n_observed, p.test_rows.shape[0]
     ((100, 100), 3000, 7000)
     """
-    spec: dict[str, Any] = {"depth": 3, "init_scale": None}
-    if name is not None:
-        if name not in PROBLEMS:
-            raise ValueError(f"name: expected one of {sorted(PROBLEMS)}, got {name!r}.")
-        spec.update(PROBLEMS[name])
-    for key, val in (("shape", shape), ("rank", rank)):
-        if val is not None:
-            spec[key] = val
-    if fraction is not None or count is not None:
-        spec.pop("fraction", None)
-        spec.pop("count", None)
-        spec["fraction" if fraction is not None else "count"] = (
-            fraction if fraction is not None else count
-        )
-    if "shape" not in spec or "rank" not in spec:
-        raise ValueError("make_problem: give a reference name or both shape and rank.")
-    if "fraction" not in spec and "count" not in spec:
-        raise ValueError("make_problem: give fraction or count of observed entries.")
+    spec = _problem_spec(name, shape=shape, rank=rank, fraction=fraction, count=count)
     rng = check_random_state(random_state)
     m, n = spec["shape"]
     target = low_rank_matrix((m, n), spec["rank"], spectrum=spectrum, random_state=rng)
@@ -320,13 +340,7 @@ def make_problem(
         rms = np.linalg.norm(target.singular_values()) / np.sqrt(m * n)
         values = values + noise * rms * rng.standard_normal(values.shape)
     train = Observations(rows, cols, values, (m, n))
-    if m * n <= _DENSE_LIMIT:
-        observed = np.zeros(m * n, dtype=bool)
-        observed[rows * n + cols] = True
-        test = np.flatnonzero(~observed)
-    else:
-        test = np.unique(rng.randint(0, m * n, size=_TEST_SAMPLE, dtype=np.int64))
-        test = test[~np.isin(test, rows * n + cols)]
+    test = _held_out((m, n), rows, cols, rng)
     return CompletionProblem(
         name=name or f"{m}x{n}-r{spec['rank']}",
         target=target,
