@@ -298,7 +298,7 @@ class FullNetwork:
         # weights, gradients, snapshot, optimizer state; forward prefixes; dense Y, M, D, X
         estimate = itemsize * (4 * n_params + (L - 1) * w * n + 5 * m * n)
         available = available_bytes(data.device)
-        if estimate > 0.8 * available:
+        if available is not None and estimate > 0.8 * available:
             raise MemoryError(
                 f"DeepMatrixCompletion(width={self.width!r}) on a {m}×{n} matrix needs about "
                 f"{estimate / 2**30:.1f} GiB (depth {L}, width {w}, dense {m}×{n} arrays) "
