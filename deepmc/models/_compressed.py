@@ -19,6 +19,7 @@ from .._kernels import (
     chain_prefixes,
     chain_product,
 )
+from .._prune import compressed_spectrum, prune_compressed, reseed_compressed
 from ..init import parsimony, random_frames, spectral
 
 Params = dict[str, list[torch.Tensor]]
@@ -239,6 +240,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         lr: float | str = "auto",
         factor_lr_ratio: float | str = "auto",
         optimizer: str = "gd",
+        solver: str = "auto",
         weight_decay: float = 0.0,
         max_iter: int = 20_000,
         tol: float = 1e-6,
@@ -257,6 +259,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             init_scale=init_scale,
             lr=lr,
             optimizer=optimizer,
+            solver=solver,
             weight_decay=weight_decay,
             max_iter=max_iter,
             tol=tol,
@@ -288,6 +291,12 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             init_scale=init_scale,
             factor_lr_ratio=self._resolve_factor_lr_ratio(),
         )
+
+
+def _copy_into(params: Params, new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
+    U, V, cores = new
+    for p, q in zip([*params["factors"], *params["cores"]], [U, V, *cores], strict=True):
+        p.copy_(q)
 
 
 @dataclass(frozen=True)
@@ -361,6 +370,22 @@ class CompressedNetwork:
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * 2 * self.rank * self.depth
+
+    def spectrum(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD of the end-to-end ``X`` (see :func:`deepmc._prune.compressed_spectrum`)."""
+        U, V = params["factors"]
+        return compressed_spectrum(U, V, params["cores"])
+
+    def prune(self, params: Params, keep: int) -> None:
+        """Cut ``X`` to its top ``keep`` directions in place (:func:`~deepmc._prune.prune_compressed`)."""
+        U, V = params["factors"]
+        _copy_into(params, prune_compressed(U, V, params["cores"], keep))
+
+    def reseed(self, params: Params, keep: int, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Re-initialise the slots past ``keep`` at ε along ``left``/``right``, in place."""
+        U, V = params["factors"]
+        new = reseed_compressed(U, V, params["cores"], keep, left, right, self.init_scale)
+        _copy_into(params, new)
 
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         U, V = params["factors"]

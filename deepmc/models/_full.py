@@ -15,6 +15,7 @@ from .._base import _BaseDeepMC
 from .._data import TrainingData
 from .._device import available_bytes
 from .._kernels import chain_backward, chain_prefixes
+from .._prune import chain_spectrum, prune_layers
 from ..init import epsilon_orthogonal
 
 Params = dict[str, list[torch.Tensor]]
@@ -221,6 +222,7 @@ class DeepMatrixCompletion(_BaseDeepMC):
         init_scale: float | str = "auto",
         lr: float | str = "auto",
         optimizer: str = "gd",
+        solver: str = "auto",
         weight_decay: float = 0.0,
         max_iter: int = 20_000,
         tol: float = 1e-6,
@@ -239,6 +241,7 @@ class DeepMatrixCompletion(_BaseDeepMC):
             init_scale=init_scale,
             lr=lr,
             optimizer=optimizer,
+            solver=solver,
             weight_decay=weight_decay,
             max_iter=max_iter,
             tol=tol,
@@ -334,6 +337,15 @@ class FullNetwork:
     def step_work(self, data: TrainingData) -> int:
         m, n = data.shape
         return m * n * max(m, n)
+
+    def spectrum(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD of the end-to-end ``X`` (see :func:`deepmc._prune.chain_spectrum`)."""
+        return chain_spectrum(params["layers"])
+
+    def prune(self, params: Params, keep: int) -> None:
+        """Cut ``X`` to its top ``keep`` directions in place (:func:`~deepmc._prune.prune_layers`)."""
+        for W, new in zip(params["layers"], prune_layers(params["layers"], keep), strict=True):
+            W.copy_(new)
 
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         layers = params["layers"]
