@@ -14,7 +14,7 @@ This module reads both:
   (``N = (I − PPᵀ) R' (I − QQᵀ)`` with ``R'`` the residual of the cut matrix), and the
   RMS singular value ("bulk") of ``N``. A direction that *stands out* of that bulk
   (``σ₁(N) > OUTLIER · bulk``) and is not negligible beside the learned ones
-  (``σ₁(N) > σ_keep / RESOLUTION``) is a direction the data still ask for: the fit is
+  (``σ₁(N) > σ₁(X) / RESOLUTION``) is a direction the data still ask for: the fit is
   on a plateau. Noise, and the sampling spread of the learned part's error, give a flat
   bulk (σ₁/bulk ≈ 2 for a square noise matrix) instead;
 * :func:`prune_compressed`, :func:`prune_layers` — cut ``X`` to its top ``keep``
@@ -63,13 +63,16 @@ __all__ = [
 MIN_GAP = 20.0
 #: ``σ₁(N) / bulk(N)`` above which a residual direction stands out of the noise bulk.
 OUTLIER = 3.0
-#: A residual direction weaker than ``σ_keep / RESOLUTION`` is below the resolution of
-#: the fit (the spurious directions of ε = 0.1 initialisation sit at ≈ 10⁻³).
+#: A residual direction weaker than ``σ₁(X) / RESOLUTION`` is below the resolution of
+#: the fit (the spurious directions of ε = 0.1 initialisation sit at ≈ 10⁻³ σ₁).
 RESOLUTION = 100.0
 #: Largest relative change of the kept singular values between checks for a prune.
 STABLE = 1e-2
 #: ``σ_{keep+1}`` growing by more than this factor per check is a direction being learned.
 GROWTH = 1.1
+#: A direction of ``X`` counts as learned once its singular value exceeds this multiple
+#: of ``ε^L``, the size of the directions small initialisation leaves behind.
+INIT_MARGIN = 10.0
 
 Params = dict[str, list[torch.Tensor]]
 
@@ -374,9 +377,10 @@ class _Analysis:
     P: torch.Tensor
     sigma: np.ndarray
     Q: torch.Tensor
-    keep: int
+    keep: int  # above the largest gap
     ratio: float
-    escape: tuple | None = None  # (left, values, right, bulk) after cutting to keep
+    learned: int  # above INIT_MARGIN · ε^L
+    escape: dict = field(default_factory=dict)  # keep -> (left, values, right, bulk)
 
 
 @dataclass
@@ -426,6 +430,7 @@ class SpectralMonitor:
     min_gap: float = MIN_GAP
     seed: int = 0
     pruned: int | None = None
+    reseeds: int = 0
     plateau: dict | None = None
     gap_seen: bool = False
     _analysis: _Analysis | None = field(default=None, repr=False)
@@ -442,17 +447,18 @@ class SpectralMonitor:
         keep, ratio = find_gap(sig, self.min_gap)
         if self.pruned is not None:
             keep = self.pruned
-        self._analysis = _Analysis(check.iteration, P, sig, Q, keep, ratio)
+        level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
+        learned = int(np.count_nonzero(sig > level))
+        self._analysis = _Analysis(check.iteration, P, sig, Q, keep, ratio, learned)
         return self._analysis
 
-    def _escape(self, check: Any, an: _Analysis) -> tuple:
-        if an.escape is not None:
-            return an.escape
+    def _escape(self, check: Any, an: _Analysis, keep: int) -> tuple:
+        if keep in an.escape:
+            return an.escape[keep]
         data = self.data
         r = check.residual
         if r.shape != data.y.shape:  # a dense masked residual (full-width network)
             r = r[data.rows, data.cols]
-        keep = an.keep
         with torch.no_grad():
             if keep < an.sigma.shape[0] and an.sigma[keep] > 0:  # the cut part leaves X
                 cut_left = an.P[:, keep:] * torch.as_tensor(an.sigma[keep:]).to(an.P)
@@ -464,16 +470,16 @@ class SpectralMonitor:
             fro2 = float(r.square().sum()) * data.sampling_scale**2
             gen = torch.Generator().manual_seed(self.seed)
             spare = max(1, an.sigma.shape[0] - keep)
-            an.escape = escaping_direction(
+            an.escape[keep] = escaping_direction(
                 mv, rmv, fro2, an.P[:, :keep], an.Q[:, :keep], data.shape,
                 n_vectors=spare, generator=gen,
             )  # fmt: skip
-        return an.escape
+        return an.escape[keep]
 
-    def _escaping(self, check: Any, an: _Analysis) -> bool:
-        _, values, _, bulk = self._escape(check, an)
+    def _escaping(self, check: Any, an: _Analysis, keep: int) -> bool:
+        _, values, _, bulk = self._escape(check, an, keep)
         s1 = float(values[0]) if values.numel() else 0.0
-        floor = an.sigma[an.keep - 1] / RESOLUTION if an.keep else 0.0
+        floor = an.sigma[0] / RESOLUTION if keep else 0.0
         return s1 > OUTLIER * bulk and s1 > floor
 
     # ----------------------------------------------------------------- solver hooks
@@ -481,15 +487,17 @@ class SpectralMonitor:
         """``"converged"``, ``"early_stopping"`` or ``""`` (see the class docstring)."""
         if check.row["change"] <= self.tol:
             an = self._analyse(check)
-            if not self._escaping(check, an):
+            learned = an.learned if self.pruned is None else self.pruned
+            # with every slot learned there is no capacity left for another direction
+            if learned >= an.sigma.shape[0] or not self._escaping(check, an, learned):
                 self.plateau = None
                 return "converged"
-            s1 = float(an.escape[1][0])
+            s1 = float(an.escape[learned][1][0])
             self.plateau = {
                 "iteration": check.iteration,
-                "keep": an.keep,
+                "keep": learned,
                 "value": s1,
-                "ratio": s1 / an.sigma[an.keep - 1] if an.keep else math.inf,
+                "ratio": s1 / an.sigma[learned - 1] if learned else math.inf,
             }
         if check.since_best is not None and check.since_best >= self.n_iter_no_change:
             return "early_stopping"
@@ -510,13 +518,19 @@ class SpectralMonitor:
         stable = bool(np.max(np.abs(sig[:keep] - prev_sig[:keep]) / sig[:keep]) <= STABLE)
         if not stable:
             return False
+        level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
         with torch.no_grad():
-            if not self._escaping(check, an):
+            if not self._escaping(check, an, keep):
                 self.network.prune(check.params, keep)
                 self.pruned = keep
                 note = f"pruned to rank {keep}"
-            elif hasattr(self.network, "reseed") and nxt <= GROWTH * prev_next:
-                left, values, right, _ = self._escape(check, an)
+            elif (
+                hasattr(self.network, "reseed")
+                and self.reseeds < sig.shape[0]
+                and nxt <= min(level, GROWTH * prev_next)  # the spare slots learn nothing
+            ):
+                self.reseeds += 1
+                left, values, right, _ = self._escape(check, an, keep)
                 self.network.reseed(check.params, keep, left, right)
                 note = (
                     f"re-seeded {sig.shape[0] - keep} direction(s) along the residual "

@@ -377,7 +377,7 @@ class CompressedNetwork:
         return compressed_spectrum(U, V, params["cores"])
 
     def prune(self, params: Params, keep: int) -> None:
-        """Cut ``X`` to its top ``keep`` directions in place (:func:`~deepmc._prune.prune_compressed`)."""
+        """Cut ``X`` to its top ``keep`` directions in place (see ``prune_compressed``)."""
         U, V = params["factors"]
         _copy_into(params, prune_compressed(U, V, params["cores"], keep))
 

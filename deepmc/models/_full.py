@@ -343,7 +343,7 @@ class FullNetwork:
         return chain_spectrum(params["layers"])
 
     def prune(self, params: Params, keep: int) -> None:
-        """Cut ``X`` to its top ``keep`` directions in place (:func:`~deepmc._prune.prune_layers`)."""
+        """Cut ``X`` to its top ``keep`` directions in place (see ``prune_layers``)."""
         for W, new in zip(params["layers"], prune_layers(params["layers"], keep), strict=True):
             W.copy_(new)
 
