@@ -292,16 +292,15 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             name=type(self).__name__, verbose=self.verbose,
             stop_rule=monitor.stop_rule, callbacks=[monitor.callback],
         )  # fmt: skip
-        self._monitor = monitor
         self._network = network
         self.scale_ = scale
         self.shape_ = obs.shape
         self.device_ = str(device)
         self.init_scale_ = init_scale
         self.sampling_scale_ = data.sampling_scale
-        self._store(result)
+        self._store(result, monitor)
 
-    def _store(self, result: SolveResult) -> None:
+    def _store(self, result: SolveResult, monitor: SpectralMonitor) -> None:
         """Write the solver's result to the fitted attributes (NumPy) and warn on its stop."""
         self.lr_ = result.lr
         self.n_iter_ = result.n_iter
@@ -319,7 +318,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                 stacklevel=4,
             )
         elif result.stop == "max_iter":
-            plateau = self._monitor.plateau
+            plateau = monitor.plateau
             if plateau is not None:
                 what = (
                     f"the fitted values settled (relative change ≤ tol={self.tol:g} at "
@@ -335,15 +334,16 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                     f"per {self.check_every} steps > tol={self.tol:g}; training residual "
                     f"{last['residual']:.3g})"
                 )
-                if self._prunes() and self._monitor.pruned is None:
+                if self._prunes() and monitor.pruned is None:
                     what += (
                         "; no spectral gap was found to prune at"
-                        if not self._monitor.gap_seen
+                        if not monitor.gap_seen
                         else "; a spectral gap was seen but not pruned at"
                     )
                 what += ". Increase max_iter or tol."
             warnings.warn(
-                f"{type(self).__name__} reached max_iter={self.max_iter}: {what}",
+                f"{type(self).__name__} reached max_iter={self.max_iter} before converging: "
+                f"{what}",
                 ConvergenceWarning,
                 stacklevel=4,
             )
