@@ -139,7 +139,9 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         :func:`deepmc.init.parsimony`); ``"spectral"`` takes the top-2r̂ singular
         vectors of ``s·P_Ω(Y)``; ``"random"`` random orthonormal frames.
     init_scale : float or "auto", default="auto"
-        ε, relative to σ₁^{1/L}; ``"auto"`` is ``tol^{1/L}`` clipped to [1e-3, 0.1].
+        ε, relative to σ₁^{1/L}; ``"auto"`` is 0.1 when the fit prunes
+        (``solver="auto"`` with ``optimizer="gd"``) and ``tol^{1/L}`` clipped to
+        [1e-3, 0.1] otherwise, as in :class:`DeepMatrixCompletion`.
     lr : float or "auto", default="auto"
         η for the cores, normalised units (σ₁ = 1): ``"auto"`` is ``1/L`` for GD.
     factor_lr_ratio : float or "auto", default="auto"
@@ -148,11 +150,23 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         converge on the benchmark problems — and 1 for ``"adam"``.
         ``0`` freezes the factors.
     optimizer : {"gd", "momentum", "adam"}, default="gd"
+    solver : {"auto", "gd"}, default="auto"
+        ``"auto"``: prune and polish, as in :class:`DeepMatrixCompletion`. The
+        spectrum of ``X`` comes from QR of ``U`` and ``V`` and a ``2r̂ × 2r̂`` SVD (no
+        ``m × n`` array); the prune rotates ``U``, ``V`` to the singular frames of
+        ``X`` (all ``2r̂`` columns, so the kept directions can still turn) and sets
+        every core to ``diag(σ₁^{1/L}, …, σ_k^{1/L}, 0, …)``. When the fit sits on a
+        plateau whose missing direction the spare slots do not pick up (``σ_{k+1}``
+        not growing from the ε^L level), those slots are re-initialised at ε along the
+        residual's top singular vectors outside the learned directions, as greedy
+        low-rank learning does (``"re-seeded ..."`` in ``history_["event"]``).
+        ``"gd"``: plain gradient descent, step for step the papers' method.
     weight_decay : float, default=0.0
     max_iter : int, default=20000
     tol : float, default=1e-6
         Stop when the fitted values on Ω change by at most ``tol`` (relative) between
-        two checks, as in :class:`DeepMatrixCompletion`.
+        two checks and the residual shows no escaping direction, as in
+        :class:`DeepMatrixCompletion`.
     check_every : int, default=25
     early_stopping : bool, default=False
     validation_fraction : float, default=0.1
@@ -208,6 +222,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
        in Gradient Descent for Learning Deep Linear Networks", arXiv:2306.01154, 2023.
     .. [2] S. M. Kwon, Z. Zhang, D. Song, L. Balzano, Q. Qu. "Efficient Low-Dimensional
        Compression of Overparameterized Models", AISTATS 2024.
+    .. [3] Z. Li, Y. Luo, K. Lyu. "Towards Resolving the Implicit Bias of Gradient
+       Descent for Matrix Factorization: Greedy Low-Rank Learning", ICLR 2021.
 
     Examples
     --------
