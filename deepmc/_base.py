@@ -158,6 +158,10 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         """Whether this fit prunes and polishes (``solver="auto"`` with plain GD)."""
         return self.solver == "auto" and self.optimizer == "gd"
 
+    def _prune_init_scale(self) -> float:
+        """``init_scale="auto"`` when the fit prunes (see :meth:`_resolve_init_scale`)."""
+        return _PRUNE_INIT_SCALE
+
     def _resolve_init_scale(self) -> float:
         """ε relative to σ₁^{1/L} when ``"auto"``: 0.1 with pruning, else ``tol^{1/L}``.
 
@@ -165,12 +169,12 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         initial plateau lasts about 1/(η ε^{L−2}) steps, so without pruning ε =
         ``tol^{1/L}`` (clipped to [1e-3, 0.1]) is the largest initialisation whose error
         floor does not exceed the requested tolerance. Pruning removes that floor (the
-        spurious directions are cut), so the fastest ε of the clip range, 0.1, is used.
+        spurious directions are cut), so a large ε is used (:meth:`_prune_init_scale`).
         """
         if self.init_scale != "auto":
             return float(self.init_scale)
         if self._prunes():
-            return _PRUNE_INIT_SCALE
+            return self._prune_init_scale()
         return float(min(0.1, max(1e-3, max(self.tol, 1e-12) ** (1.0 / self.depth))))
 
     # ------------------------------------------------------------------ fit
