@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._data import HeldOut, prepare, split_validation, top_spectrum
 from ._device import make_generator, resolve_device, resolve_dtype
+from ._prune import SpectralMonitor
 from ._solver import DivergenceError, SolveResult, gradient_descent
 from ._validation import Observations, check_indices, check_observations
 
@@ -42,6 +43,8 @@ __all__ = ["DivergenceError"]
 
 #: Observations per chunk when predicting on the host.
 _PREDICT_CHUNK = 1 << 18
+#: ε (relative) of ``init_scale="auto"`` when the fit prunes: the fastest of the clip range.
+_PRUNE_INIT_SCALE = 0.1
 
 
 class _BaseDeepMC(TransformerMixin, BaseEstimator):
@@ -59,6 +62,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         "init_scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "lr": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "optimizer": [StrOptions({"gd", "momentum", "adam"})],
+        "solver": [StrOptions({"auto", "gd"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -80,6 +84,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         init_scale: float | str = "auto",
         lr: float | str = "auto",
         optimizer: str = "gd",
+        solver: str = "auto",
         weight_decay: float = 0.0,
         max_iter: int = 20_000,
         tol: float = 1e-6,
@@ -97,6 +102,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         self.init_scale = init_scale
         self.lr = lr
         self.optimizer = optimizer
+        self.solver = solver
         self.weight_decay = weight_decay
         self.max_iter = max_iter
         self.tol = tol
@@ -155,15 +161,27 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         base = 1.0 / self.depth
         return {"gd": base, "momentum": 0.1 * base, "adam": 1e-2}[self.optimizer]
 
-    def _resolve_init_scale(self) -> float:
-        """ε relative to σ₁^{1/L}: ``tol^{1/L}`` clipped to [1e-3, 0.1] when ``"auto"``.
+    def _prunes(self) -> bool:
+        """Whether this fit prunes and polishes (``solver="auto"`` with plain GD)."""
+        return self.solver == "auto" and self.optimizer == "gd"
 
-        The attainable recovery error is roughly ε^L while the initial plateau lasts
-        about 1/(η ε^{L−2}) steps, so ε = tol^{1/L} is the largest
-        initialisation whose error floor does not exceed the requested tolerance.
+    def _prune_init_scale(self) -> float:
+        """``init_scale="auto"`` when the fit prunes (see :meth:`_resolve_init_scale`)."""
+        return _PRUNE_INIT_SCALE
+
+    def _resolve_init_scale(self) -> float:
+        """ε relative to σ₁^{1/L} when ``"auto"``: 0.1 with pruning, else ``tol^{1/L}``.
+
+        The attainable recovery error of plain gradient descent is roughly ε^L while the
+        initial plateau lasts about 1/(η ε^{L−2}) steps, so without pruning ε =
+        ``tol^{1/L}`` (clipped to [1e-3, 0.1]) is the largest initialisation whose error
+        floor does not exceed the requested tolerance. Pruning removes that floor (the
+        spurious directions are cut), so a large ε is used (:meth:`_prune_init_scale`).
         """
         if self.init_scale != "auto":
             return float(self.init_scale)
+        if self._prunes():
+            return self._prune_init_scale()
         return float(min(0.1, max(1e-3, max(self.tol, 1e-12) ** (1.0 / self.depth))))
 
     # ------------------------------------------------------------------ fit
@@ -272,6 +290,10 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         # eval_set only watches the fit: its set-up is not billed to the fit's seconds
         if eval_obs is not None:
             t_start += time.perf_counter() - t_monitor
+        monitor = SpectralMonitor(
+            network, data, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            prune=self._prunes(),
+        )  # fmt: skip
         result = gradient_descent(
             network, data, params, lr=lr, optimizer=self.optimizer,
             weight_decay=self.weight_decay, max_iter=self.max_iter, tol=self.tol,
@@ -279,6 +301,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             monitors=monitors, validation=validation, n_iter_no_change=self.n_iter_no_change,
             backoff=self.lr == "auto", scale=scale, t_start=t_start,
             name=type(self).__name__, verbose=self.verbose,
+            stop_rule=monitor.stop_rule, callbacks=[monitor.callback],
         )  # fmt: skip
         self._network = network
         self.scale_ = scale
@@ -286,9 +309,9 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         self.device_ = str(device)
         self.init_scale_ = init_scale
         self.sampling_scale_ = data.sampling_scale
-        self._store(result)
+        self._store(result, monitor)
 
-    def _store(self, result: SolveResult) -> None:
+    def _store(self, result: SolveResult, monitor: SpectralMonitor) -> None:
         """Write the solver's result to the fitted attributes (NumPy) and warn on its stop."""
         self.lr_ = result.lr
         self.n_iter_ = result.n_iter
@@ -306,11 +329,32 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                 stacklevel=4,
             )
         elif result.stop == "max_iter":
+            plateau = monitor.plateau
+            if plateau is not None:
+                what = (
+                    f"the fitted values settled (relative change ≤ tol={self.tol:g} at "
+                    f"iteration {plateau['iteration']}) but the residual still has a "
+                    f"direction with singular value {plateau['value'] * self.scale_:.3g} "
+                    f"({plateau['ratio']:.2g} × the smallest of the {plateau['keep']} "
+                    "learned ones) outside them: the fit may be on a plateau between "
+                    "learning directions. Increase max_iter or init_scale."
+                )
+            else:
+                what = (
+                    f"the fitted values did not settle (relative change {last['change']:.3g} "
+                    f"per {self.check_every} steps > tol={self.tol:g}; training residual "
+                    f"{last['residual']:.3g})"
+                )
+                if self._prunes() and monitor.pruned is None:
+                    what += (
+                        "; no spectral gap was found to prune at"
+                        if not monitor.gap_seen
+                        else "; a spectral gap was seen but not pruned at"
+                    )
+                what += ". Increase max_iter or tol."
             warnings.warn(
-                f"{type(self).__name__} reached max_iter={self.max_iter} before the fitted "
-                f"values settled (relative change {last['change']:.3g} per {self.check_every} "
-                f"steps > tol={self.tol:g}; training residual {last['residual']:.3g}). "
-                "Increase max_iter or tol.",
+                f"{type(self).__name__} reached max_iter={self.max_iter} before converging: "
+                f"{what}",
                 ConvergenceWarning,
                 stacklevel=4,
             )

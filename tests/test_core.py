@@ -164,7 +164,7 @@ def test_compressed_tracks_full_width_on_factorisation():
     X = problem.observed_dense()
     gaps, errors = [], []
     for steps in (100, 200, 300, 400, 800):
-        kw = {"init_scale": 1e-2, "tol": 0.0, "max_iter": steps, "random_state": 0}
+        kw = {"init_scale": 1e-2, "tol": 0.0, "max_iter": steps, "random_state": 0, "solver": "gd"}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # max_iter is the point here
             full = DeepMatrixCompletion(**kw).fit(X)
@@ -180,7 +180,7 @@ def test_compressed_tracks_full_width_on_factorisation():
 
 
 def test_compressed_without_dlr_stalls(problem_a):
-    kw = {"rank": 5, "init_scale": 1e-2, "random_state": 0, "max_iter": 4000}
+    kw = {"rank": 5, "init_scale": 1e-2, "random_state": 0, "max_iter": 4000, "solver": "gd"}
     good = _fit(CompressedDeepMatrixCompletion(**kw), problem_a)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

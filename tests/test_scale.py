@@ -17,7 +17,7 @@ _SCRIPT = textwrap.dedent(
     problem = make_problem(shape=(200_000, 200_000), rank=5, count=1_000_000, random_state=0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     est = CompressedDeepMatrixCompletion(rank=5, max_iter=5, tol=0.0, check_every=1,
-                                         device="cpu", random_state=0)
+                                         init_scale=1e-3, device="cpu", random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # max_iter=5 is the point: a few steps only
         est.fit(problem.train)

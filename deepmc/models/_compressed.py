@@ -19,6 +19,7 @@ from .._kernels import (
     chain_prefixes,
     chain_product,
 )
+from .._prune import compressed_spectrum, prune_compressed, reseed_compressed
 from .._solver import Params
 from ..init import parsimony, random_frames, spectral
 
@@ -137,7 +138,9 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         :func:`deepmc.init.parsimony`); ``"spectral"`` takes the top-2r̂ singular
         vectors of ``s·P_Ω(Y)``; ``"random"`` random orthonormal frames.
     init_scale : float or "auto", default="auto"
-        ε, relative to σ₁^{1/L}; ``"auto"`` is ``tol^{1/L}`` clipped to [1e-3, 0.1].
+        ε, relative to σ₁^{1/L}; ``"auto"`` is 0.1 when the fit prunes
+        (``solver="auto"`` with ``optimizer="gd"``) and ``tol^{1/L}`` clipped to
+        [1e-3, 0.1] otherwise, as in :class:`DeepMatrixCompletion`.
     lr : float or "auto", default="auto"
         η for the cores, normalised units (σ₁ = 1): ``"auto"`` is ``1/L`` for GD.
     factor_lr_ratio : float or "auto", default="auto"
@@ -146,11 +149,23 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         converge on the benchmark problems — and 1 for ``"adam"``.
         ``0`` freezes the factors.
     optimizer : {"gd", "momentum", "adam"}, default="gd"
+    solver : {"auto", "gd"}, default="auto"
+        ``"auto"``: prune and polish, as in :class:`DeepMatrixCompletion`. The
+        spectrum of ``X`` comes from QR of ``U`` and ``V`` and a ``2r̂ × 2r̂`` SVD (no
+        ``m × n`` array); the prune rotates ``U``, ``V`` to the singular frames of
+        ``X`` (all ``2r̂`` columns, so the kept directions can still turn) and sets
+        every core to ``diag(σ₁^{1/L}, …, σ_k^{1/L}, 0, …)``. When the fit sits on a
+        plateau whose missing direction the spare slots do not pick up (``σ_{k+1}``
+        not growing from the ε^L level), those slots are re-initialised at ε along the
+        residual's top singular vectors outside the learned directions, as greedy
+        low-rank learning does (``"re-seeded ..."`` in ``history_["event"]``).
+        ``"gd"``: plain gradient descent, step for step the papers' method.
     weight_decay : float, default=0.0
     max_iter : int, default=20000
     tol : float, default=1e-6
         Stop when the fitted values on Ω change by at most ``tol`` (relative) between
-        two checks, as in :class:`DeepMatrixCompletion`.
+        two checks and the residual shows no escaping direction, as in
+        :class:`DeepMatrixCompletion`.
     check_every : int, default=25
     early_stopping : bool, default=False
     validation_fraction : float, default=0.1
@@ -206,6 +221,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
        in Gradient Descent for Learning Deep Linear Networks", arXiv:2306.01154, 2023.
     .. [2] S. M. Kwon, Z. Zhang, D. Song, L. Balzano, Q. Qu. "Efficient Low-Dimensional
        Compression of Overparameterized Models", AISTATS 2024.
+    .. [3] Z. Li, Y. Luo, K. Lyu. "Towards Resolving the Implicit Bias of Gradient
+       Descent for Matrix Factorization: Greedy Low-Rank Learning", ICLR 2021.
 
     Examples
     --------
@@ -238,6 +255,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         lr: float | str = "auto",
         factor_lr_ratio: float | str = "auto",
         optimizer: str = "gd",
+        solver: str = "auto",
         weight_decay: float = 0.0,
         max_iter: int = 20_000,
         tol: float = 1e-6,
@@ -256,6 +274,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             init_scale=init_scale,
             lr=lr,
             optimizer=optimizer,
+            solver=solver,
             weight_decay=weight_decay,
             max_iter=max_iter,
             tol=tol,
@@ -287,6 +306,12 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             init_scale=init_scale,
             factor_lr_ratio=self._resolve_factor_lr_ratio(),
         )
+
+
+def _copy_into(params: Params, new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
+    U, V, cores = new
+    for p, q in zip([*params["factors"], *params["cores"]], [U, V, *cores], strict=True):
+        p.copy_(q)
 
 
 @dataclass(frozen=True)
@@ -360,6 +385,22 @@ class CompressedNetwork:
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * 2 * self.rank * self.depth
+
+    def spectrum(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD of the end-to-end ``X`` (see :func:`deepmc._prune.compressed_spectrum`)."""
+        U, V = params["factors"]
+        return compressed_spectrum(U, V, params["cores"])
+
+    def prune(self, params: Params, keep: int) -> None:
+        """Cut ``X`` to its top ``keep`` directions in place (see ``prune_compressed``)."""
+        U, V = params["factors"]
+        _copy_into(params, prune_compressed(U, V, params["cores"], keep))
+
+    def reseed(self, params: Params, keep: int, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Re-initialise the slots past ``keep`` at ε along ``left``/``right``, in place."""
+        U, V = params["factors"]
+        new = reseed_compressed(U, V, params["cores"], keep, left, right, self.init_scale)
+        _copy_into(params, new)
 
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         U, V = params["factors"]

@@ -15,6 +15,7 @@ from .._base import _BaseDeepMC
 from .._data import TrainingData
 from .._device import available_bytes
 from .._kernels import chain_backward, chain_prefixes
+from .._prune import chain_spectrum, prune_layers
 from .._solver import Params
 from ..init import epsilon_orthogonal
 
@@ -91,24 +92,47 @@ class DeepMatrixCompletion(_BaseDeepMC):
     depth : int, default=3
         Number of layers ``L`` (≥ 2).
     init_scale : float or "auto", default="auto"
-        ε, relative to σ₁^{1/L}. ``"auto"`` picks ``tol^{1/L}`` clipped to [1e-3, 0.1]:
-        the recovery error floor is about ε^L and the initial plateau about
-        1/(η ε^{L−2}) steps.
+        ε, relative to σ₁^{1/L}. The initial plateau lasts about 1/(η ε^{L−2}) steps
+        and plain gradient descent floors at a recovery error of about ε^L. ``"auto"``
+        is 0.1 (0.03 at full width, ``width=None``) when the fit prunes
+        (``solver="auto"`` with ``optimizer="gd"``: the prune removes the floor) and
+        ``tol^{1/L}`` clipped to [1e-3, 0.1] otherwise.
     lr : float or "auto", default="auto"
         Step size η for the normalised problem (σ₁ = 1). ``"auto"`` is ``1/L`` for
         ``"gd"`` (half the stability limit 2/(L σ₁^{2−2/L})), ``0.1/L`` for
         ``"momentum"`` and ``1e-2`` for ``"adam"``.
     optimizer : {"gd", "momentum", "adam"}, default="gd"
         Plain gradient descent (the papers' setting), heavy ball (β = 0.9), or Adam.
-    weight_decay : float, default=0.0
+    solver : {"auto", "gd"}, default="auto"
+        ``"auto"``: prune and polish. At the checks the singular values of the
+        end-to-end ``X`` are read; once the largest ratio between consecutive ones is
+        at least 20, the values above it have settled and cutting the ones below
+        leaves no residual direction that the data still ask for, ``X`` is cut to the
+        directions above the gap and every layer re-set to a balanced factorisation of
+        them (the hidden frames are the images of the kept input directions; the
+        complement, which the law of parsimony shows to be ``ρ(t)·`` an orthogonal
+        map with ``ρ → 0`` as ε → 0, is set to its limit 0). Gradient descent then
+        polishes the exact low-rank solution: the cut directions stay zero, so the
+        ε^L error floor is gone. The rank is never given: the gap finds it. The prune
+        is recorded as ``"pruned to rank k"`` in ``history_["event"]``; with
+        ``optimizer`` other than ``"gd"`` nothing is pruned. ``"gd"``: plain
+        constant-step gradient descent from the ε-orthogonal initialisation, the
+        papers' method, step for step (the fidelity mode for studying it). Both stop
+        by the rule of ``tol``.    weight_decay : float, default=0.0
         λ; the GD step is ``W ← (1 − ηλ)W − η∇ℓ``.
     max_iter : int, default=20000
         Maximum number of gradient steps.
     tol : float, default=1e-6
         Stop when the fitted values on Ω change by at most ``tol`` relative to their
-        norm between two checks: ``‖X_Ω(t) − X_Ω(t − check_every)‖_F / ‖X_Ω(t)‖_F ≤ tol``.
-        This ends an exact fit, a fit that reached the ε^L floor of small
-        initialisation, and a fit of noisy data alike; the relative training residual
+        norm between two checks, ``‖X_Ω(t) − X_Ω(t − check_every)‖_F / ‖X_Ω(t)‖_F ≤ tol``,
+        *and* the fit is not on a saddle: deep linear networks learn one singular
+        direction after another, and between two of them the fitted values barely
+        move. The residual ``s·P_Ω(X − Y)`` outside the learned directions of ``X``
+        (those above 10·ε^L) must have no singular value that stands out of its bulk
+        (3× its RMS singular value) and exceeds 1 % of σ₁(X); otherwise the fit goes
+        on, and ends, at ``max_iter``, with a ``ConvergenceWarning`` that names the
+        direction left. This ends an exact fit, a fit at the ε^L floor of small
+        initialisation and a fit of noisy data alike; the relative training residual
         ``‖P_Ω(X − Y)‖_F / ‖P_Ω(Y)‖_F`` is recorded in ``history_`` beside it.
     check_every : int, default=25
         Steps between checks (tolerance, divergence, history, progress). Nothing is
@@ -157,7 +181,8 @@ class DeepMatrixCompletion(_BaseDeepMC):
         training residual), ``change`` (the stopping quantity), ``lr``,
         ``eval_error``/``eval_rmse``/``eval_seconds`` (evaluation time so far) when
         ``eval_set`` is given, ``val_error``/``val_rmse`` with early stopping or a
-        ``validation_set`` (their time counts: they steer the fit), and ``event`` (divergence
+        ``validation_set`` (their time counts: they steer the fit), and ``event`` (``pruned
+        to rank k``, divergence
         back-off, ``converged``, ``early_stopping``, ``max_iter`` or ``interrupted``).
     shape_ : tuple of (int, int)
         ``(m, n)``.
@@ -220,6 +245,7 @@ class DeepMatrixCompletion(_BaseDeepMC):
         init_scale: float | str = "auto",
         lr: float | str = "auto",
         optimizer: str = "gd",
+        solver: str = "auto",
         weight_decay: float = 0.0,
         max_iter: int = 20_000,
         tol: float = 1e-6,
@@ -238,6 +264,7 @@ class DeepMatrixCompletion(_BaseDeepMC):
             init_scale=init_scale,
             lr=lr,
             optimizer=optimizer,
+            solver=solver,
             weight_decay=weight_decay,
             max_iter=max_iter,
             tol=tol,
@@ -252,6 +279,12 @@ class DeepMatrixCompletion(_BaseDeepMC):
             n_iter_no_change=n_iter_no_change,
         )
         self.width = width
+
+    def _prune_init_scale(self) -> float:
+        # At full width the ε-sized complement spans every direction of X; at ε = 0.1 it
+        # fits the unobserved entries before a spectral gap forms (problem A: no gap in
+        # 3,000 steps), while ε = 0.03 prunes at step 275 and reaches 1e-6 at 775.
+        return 0.03 if self.width is None else super()._prune_init_scale()
 
     def _build_network(self, init_scale: float) -> FullNetwork:
         return FullNetwork(width=self.width, depth=self.depth, init_scale=init_scale)
@@ -339,6 +372,15 @@ class FullNetwork:
     def step_work(self, data: TrainingData) -> int:
         m, n = data.shape
         return m * n * max(m, n)
+
+    def spectrum(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD of the end-to-end ``X`` (see :func:`deepmc._prune.chain_spectrum`)."""
+        return chain_spectrum(params["layers"])
+
+    def prune(self, params: Params, keep: int) -> None:
+        """Cut ``X`` to its top ``keep`` directions in place (see ``prune_layers``)."""
+        for W, new in zip(params["layers"], prune_layers(params["layers"], keep), strict=True):
+            W.copy_(new)
 
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         layers = params["layers"]

@@ -1,0 +1,543 @@
+"""The end-to-end spectrum of a fit: plateau-aware stopping, and prune & polish.
+
+From small initialisation a deep linear network learns the singular directions of its
+target one after another (incremental learning; Saxe et al. 2014, Arora et al. 2019,
+Li, Luo & Lyu 2021). Between two directions the fitted values barely move, so a stop
+rule on their change alone fires on the saddle between them. The learned directions of
+``X = W_L ⋯ W_1`` stand apart from the not-yet-learned and spurious ones by a *gap* in
+its singular values; what is left to learn shows in the residual ``R = s·P_Ω(X − Y)``.
+This module reads both:
+
+* :func:`find_gap` — the largest ratio between consecutive singular values of ``X``;
+* :func:`escaping_direction` — the top singular value of ``R`` outside the ``keep``
+  learned directions of ``X``, once the directions below the gap are cut
+  (``N = (I − PPᵀ) R' (I − QQᵀ)`` with ``R'`` the residual of the cut matrix), and the
+  RMS singular value ("bulk") of ``N``. A direction that *stands out* of that bulk
+  (``σ₁(N) > OUTLIER · bulk``) and is not negligible beside the learned ones
+  (``σ₁(N) > σ₁(X) / RESOLUTION``) is a direction the data still ask for: the fit is
+  on a plateau. Noise, and the sampling spread of the learned part's error, give a flat
+  bulk (σ₁/bulk ≈ 2 for a square noise matrix) instead;
+* :func:`prune_compressed`, :func:`prune_layers` — cut ``X`` to its top ``keep``
+  directions and re-balance the layers (each carries the L-th root of the kept
+  singular values). Cut directions stay exactly zero under gradient descent (every
+  gradient through them has at least two zero factors), so the ε^L floor that small
+  initialisation leaves behind is gone and plain gradient descent *polishes* the kept
+  part to the exact low-rank solution;
+* :func:`reseed_compressed` — on a plateau the compressed network may have lost the
+  missing direction from the span of its factors; the spare slots are re-initialised
+  at scale ε along the top singular vectors of the residual, as greedy low-rank
+  learning does (Li, Luo & Lyu 2021).
+
+:class:`SpectralMonitor` applies them at the solver's checks (its ``stop_rule`` and
+``callback``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._data import TrainingData
+from ._kernels import chain_product
+
+__all__ = [
+    "MIN_GAP",
+    "OUTLIER",
+    "RESOLUTION",
+    "SpectralMonitor",
+    "chain_spectrum",
+    "compressed_spectrum",
+    "escaping_direction",
+    "find_gap",
+    "prune_compressed",
+    "prune_layers",
+    "reseed_compressed",
+]
+
+#: Smallest ratio between consecutive singular values of ``X`` that counts as a gap.
+MIN_GAP = 20.0
+#: ``σ₁(N) / bulk(N)`` above which a residual direction stands out of the noise bulk.
+OUTLIER = 3.0
+#: A residual direction weaker than ``σ₁(X) / RESOLUTION`` is below the resolution of
+#: the fit (the spurious directions of ε = 0.1 initialisation sit at ≈ 10⁻³ σ₁).
+RESOLUTION = 100.0
+#: Largest relative change of the kept singular values between checks for a prune.
+STABLE = 1e-2
+#: ``σ_{keep+1}`` growing by more than this factor per check is a direction being learned.
+GROWTH = 1.1
+#: A direction of ``X`` counts as learned once its singular value exceeds this multiple
+#: of ``ε^L``, the size of the directions small initialisation leaves behind.
+INIT_MARGIN = 10.0
+
+Params = dict[str, list[torch.Tensor]]
+
+
+def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, float]:
+    """Where the singular values drop most: ``(keep, ratio)``.
+
+    Parameters
+    ----------
+    singular_values : array-like of shape (k,)
+        Non-negative, in decreasing order.
+    min_ratio : float, default=MIN_GAP
+        The smallest ratio ``σ_keep / σ_{keep+1}`` that counts as a gap.
+
+    Returns
+    -------
+    keep : int
+        The number of values above the largest ratio, or ``k`` when that ratio is below
+        ``min_ratio`` (no gap: keep everything).
+    ratio : float
+        The largest ratio (``inf`` after an exact zero, 0 for fewer than two values).
+
+    Examples
+    --------
+    >>> find_gap([63.0, 50.0, 31.0, 1e-3, 5e-4])
+    (3, 31000.0)
+    >>> find_gap([1.0, 0.5, 0.25])
+    (3, 2.0)
+    """
+    s = np.asarray(singular_values, dtype=np.float64)
+    if s.ndim != 1 or (s.size and (not np.all(np.isfinite(s)) or s.min() < 0)):
+        raise ValueError(
+            f"singular_values: expected a 1-D array of finite non-negative values, got {s!r}."
+        )
+    if s.size < 2 or s[0] == 0:
+        return int(s.size), 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(s[1:] > 0, s[:-1] / np.where(s[1:] > 0, s[1:], 1.0), np.inf)
+    ratios[s[:-1] == 0] = 1.0  # 0 / 0: no gap between two exact zeros
+    i = int(np.argmax(ratios))
+    ratio = float(ratios[i])
+    return (i + 1, ratio) if ratio >= min_ratio else (int(s.size), ratio)
+
+
+def compressed_spectrum(
+    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD ``X = P diag(σ) Qᵀ`` of ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` without forming ``X``.
+
+    With ``U = Q_U R_U`` and ``V = Q_V R_V`` (QR), ``X = Q_U (R_U C R_Vᵀ) Q_Vᵀ``: a
+    ``k × k`` SVD. Cost O((m + n)·k²).
+
+    Returns
+    -------
+    P : Tensor of shape (m, k)
+    sigma : Tensor of shape (k,)
+    Q : Tensor of shape (n, k)
+    """
+    qu, ru = torch.linalg.qr(U)
+    qv, rv = torch.linalg.qr(V)
+    a, sigma, bh = torch.linalg.svd(ru @ chain_product(cores) @ rv.T)
+    return qu @ a, sigma, qv @ bh.T
+
+
+def chain_spectrum(
+    layers: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of ``X = W_L ⋯ W_1`` (``W_1`` is ``w × n``, ``W_L`` is ``m × w``).
+
+    A narrow network (``w < min(m, n)``) goes through QR of ``W_L`` and ``W_1ᵀ`` and a
+    ``w × w`` SVD; a full-width one takes the SVD of the ``m × n`` product.
+
+    Returns
+    -------
+    P : Tensor of shape (m, k)
+    sigma : Tensor of shape (k,)
+    Q : Tensor of shape (n, k)
+        With ``k = min(m, n, w)``.
+    """
+    first, last = layers[0], layers[-1]
+    m, n, w = last.shape[0], first.shape[1], first.shape[0]
+    if w >= min(m, n):
+        a, sigma, bh = torch.linalg.svd(chain_product(layers), full_matrices=False)
+        return a, sigma, bh.T
+    ql, rl = torch.linalg.qr(last)
+    qf, rf = torch.linalg.qr(first.T)
+    middle = rl
+    for W in reversed(layers[1:-1]):
+        middle = middle @ W
+    a, sigma, bh = torch.linalg.svd(middle @ rf.T)
+    return ql @ a, sigma, qf @ bh.T
+
+
+def _balanced(sigma: torch.Tensor, keep: int, depth: int) -> torch.Tensor:
+    """``σ_i^{1/L}`` for the kept values, 0 for the others."""
+    d = torch.zeros_like(sigma)
+    d[:keep] = sigma[:keep].clamp_min(0) ** (1.0 / depth)
+    return d
+
+
+def prune_compressed(
+    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor], keep: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Cut ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` to its top ``keep`` directions, balanced.
+
+    With the thin SVD ``X = P diag(σ) Qᵀ`` (:func:`compressed_spectrum`), the factors
+    become the rotated orthonormal frames ``U ← P``, ``V ← Q`` (all ``k`` columns, so
+    that the kept directions can still turn inside the span of the factors) and every
+    core ``W̃_l ← diag(σ₁^{1/L}, …, σ_keep^{1/L}, 0, …, 0)``: the end-to-end matrix is the
+    rank-``keep`` truncation of ``X``, with balanced layers.
+
+    Parameters
+    ----------
+    U : Tensor of shape (m, k)
+    V : Tensor of shape (n, k)
+    cores : sequence of Tensor of shape (k, k)
+        ``[W̃_1, …, W̃_L]``.
+    keep : int
+        Directions kept, ``0 ≤ keep ≤ k``.
+
+    Returns
+    -------
+    U, V, cores
+        New tensors (the inputs are not modified).
+    """
+    P, sigma, Q = compressed_spectrum(U, V, cores)
+    d = torch.diag(_balanced(sigma, keep, len(cores)))
+    return P, Q, [d.clone() for _ in cores]
+
+
+def prune_layers(layers: Sequence[torch.Tensor], keep: int) -> list[torch.Tensor]:
+    """Cut ``X = W_L ⋯ W_1`` (full width or narrow) to its top ``keep`` directions, balanced.
+
+    With ``X ≈ P diag(σ) Qᵀ`` truncated to ``keep`` directions, the hidden frames are the
+    images of the kept input directions, ``A_0 = Q`` and ``A_l = orth(W_l A_{l−1})``
+    (QR), and the layers become ``W_l ← A_l diag(σ^{1/L}) A_{l−1}ᵀ`` with ``A_L = P``:
+    each layer is a balanced rank-``keep`` factor and their product is the truncated
+    ``X``. Everything outside the kept directions is set to zero. By the law of
+    parsimony (Yaras et al. 2023) that complement is ``ρ(t)·`` (an orthogonal map) with
+    ``ρ → 0`` as ``ε → 0``, and its end-to-end contribution ``≈ ε^L`` is the error floor
+    of small initialisation; pruning takes that limit ``ρ = 0``, which gradient descent
+    then keeps (every gradient through the complement has two zero factors). The kept
+    part is exactly the compressed network's after :func:`prune_compressed`, so the
+    two still follow the same end-to-end trajectory.
+
+    Parameters
+    ----------
+    layers : sequence of Tensor
+        ``[W_1 (w × n), W_2 (w × w), …, W_L (m × w)]``.
+    keep : int
+
+    Returns
+    -------
+    list of Tensor
+        New layers of the same shapes.
+    """
+    P, sigma, Q = chain_spectrum(layers)
+    keep = min(keep, sigma.shape[0])
+    d = _balanced(sigma, keep, len(layers))[:keep]
+    frames = [Q[:, :keep]]
+    for W in layers[:-1]:
+        frames.append(torch.linalg.qr(W @ frames[-1])[0])
+    frames.append(P[:, :keep])
+    return [(frames[i + 1] * d) @ frames[i].T for i in range(len(layers))]
+
+
+def reseed_compressed(
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: Sequence[torch.Tensor],
+    keep: int,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Keep the top ``keep`` directions balanced; re-initialise the other slots at ``scale``.
+
+    The spare ``k − keep`` columns of ``U`` and ``V`` become ``left`` and ``right``
+    (directions orthogonal to the kept ones, e.g. the top singular vectors of the
+    residual outside them, oriented so that ``leftᵀ (Y − X) right ≥ 0``) and the cores
+    ``diag(σ^{1/L}, ε, …, ε)``: a fresh ε-initialisation of the spare capacity along what
+    the data still ask for.
+
+    Parameters
+    ----------
+    U, V, cores
+        As in :func:`prune_compressed`.
+    keep : int
+    left : Tensor of shape (m, k - keep)
+    right : Tensor of shape (n, k - keep)
+    scale : float
+        ε of the new slots.
+
+    Returns
+    -------
+    U, V, cores
+        New tensors.
+    """
+    P, sigma, Q = compressed_spectrum(U, V, cores)
+    d = _balanced(sigma, keep, len(cores))
+    d[keep:] = scale
+    U_new = torch.cat([P[:, :keep], left], dim=1)
+    V_new = torch.cat([Q[:, :keep], right], dim=1)
+    return U_new, V_new, [torch.diag(d) for _ in cores]
+
+
+class _Residual:
+    """``R = s·P_Ω(r)`` for a residual vector ``r`` on Ω, as CSR products with ``R``, ``Rᵀ``."""
+
+    def __init__(self, data: TrainingData) -> None:
+        m, n = data.shape
+        self.data = data
+        order = torch.argsort(data.cols * m + data.rows)
+        self.order = order
+        self.crow_t = torch._convert_indices_from_coo_to_csr(data.cols[order], n)
+        self.col_t = data.rows[order]
+
+    def bind(self, r: torch.Tensor) -> tuple[Any, Any]:
+        data = self.data
+        m, n = data.shape
+        vals = r * data.sampling_scale
+        with torch.sparse.check_sparse_tensor_invariants(False):
+            R = torch.sparse_csr_tensor(data.pattern.crow, data.pattern.col, vals, (m, n))
+            Rt = torch.sparse_csr_tensor(self.crow_t, self.col_t, vals[self.order], (n, m))
+        return (lambda x: R @ x), (lambda y: Rt @ y)
+
+
+def escaping_direction(
+    mv: Any,
+    rmv: Any,
+    fro2: float,
+    P: torch.Tensor,
+    Q: torch.Tensor,
+    shape: tuple[int, int],
+    n_vectors: int = 4,
+    n_iter: int = 12,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Top singular triplets of ``−N = −(I − PPᵀ) R (I − QQᵀ)`` and the bulk of ``N``.
+
+    Block subspace iteration with the products ``mv(x) = R x`` and ``rmv(y) = Rᵀ y``
+    only (``R`` is never formed). The bulk is the RMS singular value of ``N``,
+    ``‖N‖_F / √(min(m, n) − keep)`` with
+    ``‖N‖²_F = ‖R‖²_F − ‖PᵀR‖²_F − ‖RQ‖²_F + ‖PᵀRQ‖²_F``.
+
+    Parameters
+    ----------
+    mv, rmv : callable
+        ``x ↦ R x`` (``(n, b) → (m, b)``) and ``y ↦ Rᵀ y``.
+    fro2 : float
+        ``‖R‖²_F``.
+    P : Tensor of shape (m, keep)
+    Q : Tensor of shape (n, keep)
+        Orthonormal kept directions (``keep`` may be 0).
+    shape : tuple of (int, int)
+    n_vectors : int, default=4
+        Triplets returned (the block has 4 more).
+    n_iter : int, default=12
+    generator : torch.Generator, default=None
+        Of the random start (CPU).
+
+    Returns
+    -------
+    left : Tensor of shape (m, n_vectors)
+    values : Tensor of shape (n_vectors,)
+        Decreasing; ``values[0]`` is ``σ₁(N)``.
+    right : Tensor of shape (n, n_vectors)
+        ``leftᵀ (−N) right = diag(values)``.
+    bulk : float
+    """
+    m, n = shape
+    keep = P.shape[1]
+
+    def left_out(y: torch.Tensor) -> torch.Tensor:
+        return y - P @ (P.T @ y) if keep else y
+
+    def right_out(x: torch.Tensor) -> torch.Tensor:
+        return x - Q @ (Q.T @ x) if keep else x
+
+    b = min(n_vectors + 4, max(1, min(m, n) - keep))
+    x = torch.randn(n, b, dtype=torch.float64, generator=generator).to(P)
+    x = torch.linalg.qr(right_out(x))[0]
+    for _ in range(n_iter):
+        y = torch.linalg.qr(left_out(mv(x)))[0]
+        x = torch.linalg.qr(right_out(rmv(y)))[0]
+    y = -left_out(mv(x))  # = −N x
+    a, values, bh = torch.linalg.svd(y, full_matrices=False)
+    right = x @ bh.T
+    k = min(n_vectors, values.shape[0])
+    if keep:
+        RQ = mv(Q)
+        PtR = rmv(P).T
+        fro2 = fro2 - float(RQ.square().sum()) - float(PtR.square().sum())
+        fro2 += float((P.T @ RQ).square().sum())
+    bulk = math.sqrt(max(fro2, 0.0) / max(min(m, n) - keep, 1))
+    return a[:, :k], values[:k], right[:, :k], bulk
+
+
+@dataclass
+class _Analysis:
+    iteration: int
+    P: torch.Tensor
+    sigma: np.ndarray
+    Q: torch.Tensor
+    keep: int  # above the largest gap
+    ratio: float
+    learned: int  # above INIT_MARGIN · ε^L
+    escape: dict = field(default_factory=dict)  # keep -> (left, values, right, bulk)
+
+
+@dataclass
+class SpectralMonitor:
+    """Plateau-aware stop rule and prune & polish, for :func:`deepmc._solver.gradient_descent`.
+
+    ``stop_rule`` says ``"converged"`` only when the fitted values have settled
+    (``change ≤ tol``) *and* the residual has no escaping direction
+    (:func:`escaping_direction`): on a saddle between two learned directions it goes
+    on, and records what is left in :attr:`plateau` for the estimator's warning.
+    ``callback`` (with ``prune=True``) cuts the network to the directions above the
+    spectral gap once the gap is at least :data:`MIN_GAP`, the kept singular values
+    have settled (relative change ≤ :data:`STABLE` since the previous check) and
+    cutting leaves no escaping direction; it records ``"pruned to rank k"`` in the
+    history. When an escaping direction blocks the cut and nothing is being learned
+    (``σ_{keep+1}`` not growing), a network with ``reseed`` re-initialises its spare
+    slots along the residual's top directions (``"re-seeded ..."``).
+
+    Parameters
+    ----------
+    network : Network
+        Gives ``spectrum(params)``, ``prune(params, keep)`` and, optionally,
+        ``reseed(params, keep, left, right)``.
+    data : TrainingData
+    tol : float
+    n_iter_no_change : int, default=10
+    prune : bool, default=False
+    min_gap : float, default=MIN_GAP
+    seed : int, default=0
+        Of the random start of the subspace iterations.
+
+    Attributes
+    ----------
+    pruned : int or None
+        The rank kept by the prune, if any.
+    plateau : dict or None
+        At the last settled check that was not convergence: ``iteration``, ``keep``,
+        ``value`` (σ₁ of the escaping direction, normalised units) and ``ratio`` (to
+        the smallest kept singular value).
+    """
+
+    network: Any
+    data: TrainingData
+    tol: float
+    n_iter_no_change: int = 10
+    prune: bool = False
+    min_gap: float = MIN_GAP
+    seed: int = 0
+    pruned: int | None = None
+    reseeds: int = 0
+    plateau: dict | None = None
+    gap_seen: bool = False
+    _analysis: _Analysis | None = field(default=None, repr=False)
+    _previous: tuple[np.ndarray, float] | None = field(default=None, repr=False)
+    _residual: _Residual | None = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- analysis
+    def _analyse(self, check: Any) -> _Analysis:
+        if self._analysis is not None and self._analysis.iteration == check.iteration:
+            return self._analysis
+        with torch.no_grad():
+            P, sigma, Q = self.network.spectrum(check.params)
+        sig = sigma.detach().to("cpu", torch.float64).numpy()
+        keep, ratio = find_gap(sig, self.min_gap)
+        if self.pruned is not None:
+            keep = self.pruned
+        level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
+        learned = int(np.count_nonzero(sig > level))
+        self._analysis = _Analysis(check.iteration, P, sig, Q, keep, ratio, learned)
+        return self._analysis
+
+    def _escape(self, check: Any, an: _Analysis, keep: int) -> tuple:
+        if keep in an.escape:
+            return an.escape[keep]
+        data = self.data
+        r = check.residual
+        if r.shape != data.y.shape:  # a dense masked residual (full-width network)
+            r = r[data.rows, data.cols]
+        with torch.no_grad():
+            if keep < an.sigma.shape[0] and an.sigma[keep] > 0:  # the cut part leaves X
+                cut_left = an.P[:, keep:] * torch.as_tensor(an.sigma[keep:]).to(an.P)
+                kernels = data.pattern.kernels(an.P.dtype)
+                r = r - kernels.sampled(cut_left, an.Q[:, keep:])
+            if self._residual is None:
+                self._residual = _Residual(data)
+            mv, rmv = self._residual.bind(r)
+            fro2 = float(r.square().sum()) * data.sampling_scale**2
+            gen = torch.Generator().manual_seed(self.seed)
+            spare = max(1, an.sigma.shape[0] - keep)
+            an.escape[keep] = escaping_direction(
+                mv, rmv, fro2, an.P[:, :keep], an.Q[:, :keep], data.shape,
+                n_vectors=spare, generator=gen,
+            )  # fmt: skip
+        return an.escape[keep]
+
+    def _escaping(self, check: Any, an: _Analysis, keep: int) -> bool:
+        _, values, _, bulk = self._escape(check, an, keep)
+        s1 = float(values[0]) if values.numel() else 0.0
+        floor = an.sigma[0] / RESOLUTION if keep else 0.0
+        return s1 > OUTLIER * bulk and s1 > floor
+
+    # ----------------------------------------------------------------- solver hooks
+    def stop_rule(self, check: Any) -> str:
+        """``"converged"``, ``"early_stopping"`` or ``""`` (see the class docstring)."""
+        if check.row["change"] <= self.tol:
+            an = self._analyse(check)
+            learned = an.learned if self.pruned is None else self.pruned
+            # with every slot learned there is no capacity left for another direction
+            if learned >= an.sigma.shape[0] or not self._escaping(check, an, learned):
+                self.plateau = None
+                return "converged"
+            s1 = float(an.escape[learned][1][0])
+            self.plateau = {
+                "iteration": check.iteration,
+                "keep": learned,
+                "value": s1,
+                "ratio": s1 / an.sigma[learned - 1] if learned else math.inf,
+            }
+        if check.since_best is not None and check.since_best >= self.n_iter_no_change:
+            return "early_stopping"
+        return ""
+
+    def callback(self, check: Any) -> bool:
+        """Prune or re-seed ``check.params`` in place when the spectrum says so."""
+        if not self.prune or self.pruned is not None:
+            return False
+        an = self._analyse(check)
+        keep, sig = an.keep, an.sigma
+        nxt = float(sig[keep]) if keep < sig.shape[0] else 0.0
+        previous, self._previous = self._previous, (sig.copy(), nxt)
+        if an.ratio < self.min_gap or keep >= sig.shape[0] or previous is None:
+            return False
+        self.gap_seen = True
+        prev_sig, prev_next = previous
+        stable = bool(np.max(np.abs(sig[:keep] - prev_sig[:keep]) / sig[:keep]) <= STABLE)
+        if not stable:
+            return False
+        level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
+        with torch.no_grad():
+            if not self._escaping(check, an, keep):
+                self.network.prune(check.params, keep)
+                self.pruned = keep
+                note = f"pruned to rank {keep}"
+            elif (
+                hasattr(self.network, "reseed")
+                and self.reseeds < sig.shape[0]
+                and nxt <= min(level, GROWTH * prev_next)  # the spare slots learn nothing
+            ):
+                self.reseeds += 1
+                left, values, right, _ = self._escape(check, an, keep)
+                self.network.reseed(check.params, keep, left, right)
+                note = (
+                    f"re-seeded {sig.shape[0] - keep} direction(s) along the residual "
+                    f"(its top singular value {float(values[0]):.3g} × σ₁)"
+                )
+            else:
+                return False
+        self._previous = None
+        check.row["event"] = (check.row["event"] + " " + note).strip()
+        return True

@@ -1,0 +1,281 @@
+"""Plateau-aware stopping, and prune & polish (``solver="auto"``)."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+from deepmc._data import prepare
+from deepmc._kernels import chain_product
+from deepmc._prune import (
+    chain_spectrum,
+    compressed_spectrum,
+    find_gap,
+    prune_compressed,
+    prune_layers,
+)
+from deepmc._validation import check_observations
+from deepmc.datasets import make_problem
+from deepmc.models._compressed import compressed_residual_and_grads
+from deepmc.models._full import full_residual_and_grads
+
+
+def _strict_fit(est, X, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        return est.fit(X, **kw)
+
+
+def _pruned_ranks(est) -> list[int]:
+    return [
+        int(e.split("pruned to rank ")[1].split()[0])
+        for e in est.history_["event"]
+        if "pruned to rank" in e
+    ]
+
+
+# --------------------------------------------------------------------------- find_gap
+
+
+def test_find_gap_picks_the_largest_ratio():
+    assert find_gap([63.0, 50.0, 31.0, 1e-3, 5e-4]) == (3, pytest.approx(31000.0))
+    # five learned directions, five spurious ones at ~1e-3: the issue's problem B
+    values = np.r_[np.linspace(63, 31, 5), np.linspace(1.2e-3, 0.8e-3, 5)]
+    assert find_gap(values)[0] == 5
+    # exact zeros after a prune: the gap is infinite, zeros among themselves are not a gap
+    assert find_gap([2.0, 1.0, 0.0, 0.0]) == (2, np.inf)
+
+
+@pytest.mark.parametrize("values", [[1.0, 0.9, 0.8, 0.7], [1.0, 0.5, 0.25, 0.125], [1.0]])
+def test_find_gap_keeps_everything_without_a_gap(values):
+    keep, ratio = find_gap(values)
+    assert keep == len(values)
+    assert ratio < 20
+
+
+def test_find_gap_rejects_bad_input():
+    with pytest.raises(ValueError, match="non-negative"):
+        find_gap([1.0, -0.5])
+    with pytest.raises(ValueError, match="1-D"):
+        find_gap(np.ones((2, 2)))
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+def _random_layers(shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*s, dtype=torch.float64, generator=g) for s in shapes]
+
+
+@pytest.mark.parametrize("width", [12, 4])  # full width (≥ min(m, n)) and narrow
+def test_prune_layers_is_the_balanced_truncated_svd(width):
+    m, n, keep = 10, 8, 3
+    layers = _random_layers([(width, n), (width, width), (m, width)])
+    X = chain_product(layers)
+    u, s, vh = torch.linalg.svd(X)
+    new = prune_layers(layers, keep)
+    assert [W.shape for W in new] == [W.shape for W in layers]
+    truncated = (u[:, :keep] * s[:keep]) @ vh[:keep]
+    torch.testing.assert_close(chain_product(new), truncated)
+    for lower, upper in itertools.pairwise(new):  # balanced: W_{l+1}ᵀW_{l+1} = W_l W_lᵀ
+        torch.testing.assert_close(upper.T @ upper, lower @ lower.T)
+    for W in new:
+        assert int(torch.linalg.matrix_rank(W)) == keep
+    sigma = chain_spectrum(layers)[1]
+    torch.testing.assert_close(sigma, s[: sigma.shape[0]])
+
+
+def test_prune_compressed_is_the_truncated_svd_and_stays_pruned_under_gd():
+    problem = make_problem(shape=(30, 25), rank=2, fraction=0.6, random_state=0)
+    obs = check_observations(problem.train)
+    data = prepare(
+        obs, torch.device("cpu"), torch.float64, scale=problem.target.singular_values()[0]
+    )
+    k, keep = 6, 2
+    g = torch.Generator().manual_seed(1)
+    U = torch.linalg.qr(torch.randn(30, k, dtype=torch.float64, generator=g))[0]
+    V = torch.linalg.qr(torch.randn(25, k, dtype=torch.float64, generator=g))[0]
+    eye = torch.eye(k, dtype=torch.float64)
+    cores = [0.5 * eye + 0.1 * torch.randn(k, k, generator=g, dtype=torch.float64) for _ in eye[:3]]
+    X = U @ chain_product(cores) @ V.T
+    u, s, vh = torch.linalg.svd(X)
+    U2, V2, cores2 = prune_compressed(U, V, cores, keep)
+    torch.testing.assert_close(
+        U2 @ chain_product(cores2) @ V2.T, (u[:, :keep] * s[:keep]) @ vh[:keep]
+    )
+    torch.testing.assert_close(U2.T @ U2, torch.eye(k, dtype=torch.float64))
+    # the cut directions stay exactly zero under gradient descent
+    for _ in range(50):
+        _, gU, gV, gc = compressed_residual_and_grads(
+            data.pattern, data.y, data.sampling_scale, U2, V2, cores2
+        )
+        U2 = U2 - 0.05 * gU
+        V2 = V2 - 0.05 * gV
+        cores2 = [W - 0.1 * gW for W, gW in zip(cores2, gc)]
+    _, sigma, _ = compressed_spectrum(U2, V2, cores2)
+    assert float(sigma[keep - 1]) > 0.1
+    assert float(sigma[keep:].max()) < 1e-15 * float(sigma[0])  # rank `keep`, to rounding
+
+
+def test_compressed_tracks_full_width_after_pruning():
+    """Prune both networks to the same rank mid-descent: their polish stays together."""
+    problem = make_problem(shape=(24, 24), rank=2, fraction=1.0, random_state=3)
+    X = problem.observed_dense()
+    kw = {"init_scale": 0.1, "tol": 0.0, "max_iter": 100, "random_state": 0, "solver": "gd"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        full = DeepMatrixCompletion(**kw).fit(X)
+        comp = CompressedDeepMatrixCompletion(rank=2, factor_lr_ratio=0.0, **kw).fit(X)
+    layers = [torch.as_tensor(W) for W in full.weights_]
+    U, V = torch.as_tensor(comp.U_), torch.as_tensor(comp.V_)
+    cores = [torch.as_tensor(W) for W in comp.cores_]
+    Y = torch.as_tensor(X / full.scale_)
+    M = torch.ones_like(Y)
+    assert comp.scale_ == pytest.approx(full.scale_, rel=1e-12)
+    # mid-descent: both have learned the two directions, not yet to high accuracy
+    _, sigma, _ = chain_spectrum(layers)
+    assert find_gap(sigma.numpy())[0] == 2
+    start = float(torch.linalg.norm(chain_product(layers) - Y) / torch.linalg.norm(Y))
+    assert 1e-4 < start < 0.1
+    layers = prune_layers(layers, 2)
+    U, V, cores = prune_compressed(U, V, cores, 2)
+    data = prepare(check_observations(X), torch.device("cpu"), torch.float64, scale=full.scale_)
+    lr = 1.0 / 3
+    gaps = []
+    for _ in range(200):
+        _, grads = full_residual_and_grads(layers, Y, M, data.sampling_scale)
+        layers = [W - lr * g for W, g in zip(layers, grads)]
+        _, _, _, gc = compressed_residual_and_grads(
+            data.pattern, data.y, data.sampling_scale, U, V, cores
+        )
+        cores = [W - lr * g for W, g in zip(cores, gc)]
+        Xf, Xc = chain_product(layers), U @ chain_product(cores) @ V.T
+        gaps.append(float(torch.linalg.norm(Xf - Xc) / torch.linalg.norm(Y)))
+    end = float(torch.linalg.norm(chain_product(layers) - Y) / torch.linalg.norm(Y))
+    assert end < 1e-3 * start  # the polish went somewhere ...
+    # ... and the two networks went there together. (Before the prune they differ by
+    # about 1e-3 · ‖Y‖ in the spurious ε^L directions, which the prune removes.)
+    assert max(gaps) < 1e-3 * start
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def _rank2_fully_observed():
+    """The issue's plateau: a fully observed rank-2 matrix with singular values (1, 0.3)."""
+    return make_problem(shape=(60, 50), rank=2, fraction=1.0, spectrum=[1.0, 0.3], random_state=0)
+
+
+@pytest.mark.parametrize(
+    "Est, kw", [(CompressedDeepMatrixCompletion, {"rank": 2}), (DeepMatrixCompletion, {})]
+)
+def test_plateau_rank2_recovers_with_defaults(Est, kw):
+    problem = _rank2_fully_observed()
+    X = problem.observed_dense()
+    est = _strict_fit(Est(random_state=0, **kw), X)
+    err = np.linalg.norm(est.transform(np.full_like(X, np.nan)) - X) / np.linalg.norm(X)
+    assert err < 1e-5  # it ended at 29 % "converged" before
+    assert _pruned_ranks(est) == [2]
+    assert est.history_["event"].iloc[-1].endswith("converged")
+
+
+def test_plateau_rank4_recovers_with_defaults():
+    problem = make_problem(
+        shape=(100, 80), rank=4, fraction=0.5, spectrum=[1.0, 1.0, 1.0, 0.2], random_state=0
+    )
+    est = _strict_fit(CompressedDeepMatrixCompletion(rank=4, random_state=0), problem.train)
+    assert problem.recovery_error(est) < 1e-4  # it ended at 20 % "converged" before
+    assert _pruned_ranks(est) == [4]
+
+
+def test_plateau_with_plain_gd_warns_instead_of_converging():
+    """``solver="gd"`` keeps the trajectory; the stop rule no longer calls a saddle converged."""
+    X = _rank2_fully_observed().observed_dense()
+    est = CompressedDeepMatrixCompletion(rank=2, solver="gd", max_iter=700, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="plateau between learning directions"):
+        est.fit(X)
+    # the fitted values had settled (the old rule stopped here, at 29 % error) ...
+    assert (est.history_["change"] <= est.tol).any()
+    assert est.n_iter_ == 700
+    # ... and the warning was right: the second direction is still missing
+    err = np.linalg.norm(est.transform(np.full_like(X, np.nan)) - X) / np.linalg.norm(X)
+    assert err > 0.2
+
+
+def test_no_gap_warns_when_the_fit_cannot_settle():
+    X = _rank2_fully_observed().observed_dense()
+    est = CompressedDeepMatrixCompletion(rank=2, max_iter=20, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="no spectral gap was found"):
+        est.fit(X)
+    assert not _pruned_ranks(est)
+
+
+@pytest.mark.parametrize("spectrum", ["flat", "spread"])
+@pytest.mark.parametrize("factor", [2, 4])
+def test_pruning_never_cuts_a_true_direction_on_noisy_data(spectrum, factor):
+    problem = make_problem(
+        shape=(80, 70), rank=3, fraction=0.5, noise=0.1, spectrum=spectrum, random_state=1
+    )
+    est = CompressedDeepMatrixCompletion(rank=3 * factor, random_state=0, max_iter=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # noisy data must stop too
+        est.fit(problem.train)
+    ranks = _pruned_ranks(est)
+    assert all(r >= 3 for r in ranks), ranks
+    U, V, cores = est.U_, est.V_, est.cores_
+    _, sigma, _ = compressed_spectrum(
+        torch.as_tensor(U), torch.as_tensor(V), [torch.as_tensor(W) for W in cores]
+    )
+    assert int((sigma > 1e-3 * sigma[0]).sum()) >= 3
+    # noise at 10 % of the entries' RMS: the three directions are recovered to about that
+    assert problem.recovery_error(est) < 0.15
+
+
+def _gd_by_hand(obs, est_1, steps):
+    """Continue plain GD by hand from a 1-step fit, with the pure functions."""
+    data = prepare(obs, torch.device("cpu"), torch.float64, scale=est_1.scale_)
+    lr = est_1.lr_
+    if isinstance(est_1, DeepMatrixCompletion):
+        layers = [torch.tensor(W) for W in est_1.weights_]
+        Y, M = data.dense_targets()
+        for _ in range(steps):
+            _, grads = full_residual_and_grads(layers, Y, M, data.sampling_scale)
+            for W, g in zip(layers, grads):
+                W.add_(g, alpha=-lr)
+        return [W.numpy() for W in layers]
+    U, V = torch.tensor(est_1.U_), torch.tensor(est_1.V_)
+    cores = [torch.tensor(W) for W in est_1.cores_]
+    for _ in range(steps):
+        _, gU, gV, gc = compressed_residual_and_grads(
+            data.pattern, data.y, data.sampling_scale, U, V, cores
+        )
+        for W, g in zip(cores, gc):
+            W.add_(g, alpha=-lr)
+        U.add_(gU, alpha=-est_1.factor_lr_)
+        V.add_(gV, alpha=-est_1.factor_lr_)
+    return [*(W.numpy() for W in cores), U.numpy(), V.numpy()]
+
+
+@pytest.mark.parametrize(
+    "Est, kw", [(CompressedDeepMatrixCompletion, {"rank": 2}), (DeepMatrixCompletion, {})]
+)
+def test_solver_gd_is_plain_gradient_descent_bit_for_bit(Est, kw):
+    problem = make_problem(shape=(30, 20), rank=2, fraction=0.5, random_state=0)
+    obs = check_observations(problem.train)
+    common = {"solver": "gd", "tol": 0.0, "random_state": 0, "check_every": 3, **kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = Est(max_iter=1, **common).fit(problem.train)
+        ten = Est(max_iter=10, **common).fit(problem.train)
+    by_hand = _gd_by_hand(obs, one, 9)
+    fitted = ten.weights_ if hasattr(ten, "weights_") else [*ten.cores_, ten.U_, ten.V_]
+    for a, b in zip(fitted, by_hand):
+        np.testing.assert_array_equal(a, b)
+    assert one.init_scale_ == pytest.approx(1e-3)  # tol^{1/L} rule, clipped: unchanged
