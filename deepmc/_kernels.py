@@ -9,8 +9,9 @@ products (:class:`PatternKernels`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -200,6 +201,7 @@ class PatternKernels:
         self.rows = rows
         self._blocks: list = []
         self._buffers: dict = {}
+        self._memo: dict = {}
         self._values_t: torch.Tensor | None = None
         if method == "small":
             self._linear = rows * n + pattern.col
@@ -305,7 +307,7 @@ class PatternKernels:
         RB, RtA = out
         if self.method == "small":
             R = self._residual
-            R.view(-1).index_copy_(0, self._linear, values)
+            R.view(-1).scatter_(0, self._linear, values)
             torch.addmm(RB, R, B, beta=0, alpha=alpha, out=RB)
             torch.addmm(RtA, R.T, A, beta=0, alpha=alpha, out=RtA)
             return RB, RtA
@@ -320,6 +322,18 @@ class PatternKernels:
         if not blocks:  # no observation at all
             RtA.zero_()
         return RB, RtA
+
+    def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()``, called once per ``key`` and kept (per-step lookups cost one dict get).
+
+        A training step keeps its group of :meth:`buffer` tensors here, so that fetching
+        them costs one lookup instead of one per buffer.
+        """
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
 
     def buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A persistent uninitialised tensor of this dtype and device, by ``name`` and ``shape``.

@@ -15,6 +15,7 @@ from .._base import _BaseDeepMC
 from .._data import TrainingData
 from .._kernels import (
     ObservedPattern,
+    PatternKernels,
     chain_backward,
     chain_prefixes,
     chain_product,
@@ -77,21 +78,29 @@ def compressed_residual_and_grads(
     grad_cores : list of Tensor of shape (k, k)
     """
     kernels = pattern.kernels(U.dtype)
-    m, n = pattern.shape
-    k = U.shape[1]
-
-    def out(name: str, *shape: int) -> torch.Tensor | None:
-        return kernels.buffer(f"compressed.{name}", shape) if reuse else None
-
+    if reuse:
+        k = U.shape[1]
+        bufs = kernels.memo(("compressed.step", k), lambda: _step_buffers(kernels, k))
+        buf_A, buf_resid, buf_sRV, buf_gV, buf_gU = bufs
+    else:
+        buf_A = buf_resid = buf_sRV = buf_gV = buf_gU = None
     prefixes = chain_prefixes(cores)
     C = prefixes[-1]
-    A = torch.mm(U, C, out=out("A", m, k))
-    resid = kernels.sampled(A, V, out=out("residual", pattern.n_observed)).sub_(y)
-    pair = (out("sRV", m, k), out("grad_V", n, k)) if reuse else None
+    A = torch.mm(U, C, out=buf_A)
+    resid = kernels.sampled(A, V, out=buf_resid).sub_(y)
+    pair = None if buf_sRV is None else (buf_sRV, buf_gV)
     sRV, grad_V = kernels.matmul_pair(resid, A, V, alpha=s, out=pair)  # s inside the products
-    grad_U = torch.mm(sRV, C.T, out=out("grad_U", m, k))
+    grad_U = torch.mm(sRV, C.T, out=buf_gU)
     grad_cores = chain_backward(cores, prefixes, U.T @ sRV)
     return resid, grad_U, grad_V, grad_cores
+
+
+def _step_buffers(kernels: PatternKernels, k: int) -> tuple[torch.Tensor, ...]:
+    """``(A, residual, s·R V, ∇V, ∇U)`` buffers of the compressed step, kept by ``kernels``."""
+    m, n = kernels.pattern.shape
+    shapes = {"A": (m, k), "residual": (kernels.pattern.n_observed,), "sRV": (m, k)}
+    shapes.update({"grad_V": (n, k), "grad_U": (m, k)})
+    return tuple(kernels.buffer(f"compressed.{name}", shape) for name, shape in shapes.items())
 
 
 def compressed_loss_and_grads(
