@@ -336,7 +336,7 @@ class PatternKernels:
             return value
 
     def buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        """A persistent uninitialised tensor of this dtype and device, by ``name`` and ``shape``.
+        """A persistent tensor of this dtype and device, by ``name`` and ``shape`` (zeros at first).
 
         The same tensor is returned on every call with the same ``(name, shape)``: a
         training loop writes its per-step results there (``out=``) instead of
@@ -345,7 +345,8 @@ class PatternKernels:
         key = (name, tuple(shape))
         if key not in self._buffers:
             device = self.pattern.col.device
-            self._buffers[key] = torch.empty(key[1], dtype=self.dtype, device=device)
+            # zeros, not empty: no product ever meets stale NaNs, whatever its β=0 handling
+            self._buffers[key] = torch.zeros(key[1], dtype=self.dtype, device=device)
         return self._buffers[key]
 
     def transposed_blocks(self) -> list:
