@@ -120,7 +120,7 @@ class _CompressedStepper:
 
     def step(self) -> None:
         _resid, gU, gV, gcores = self._residual_and_grads(
-            self.pattern, self.y, self.s, self.U, self.V, self.cores
+            self.pattern, self.y, self.s, self.U, self.V, self.cores, reuse=True
         )
         for p, g in zip(self.params, [*gcores, gU, gV]):
             p.grad = g

@@ -10,7 +10,7 @@ import torch
 
 from deepmc._kernels import ObservedPattern, PatternKernels
 from deepmc._solver import GradientDescent
-from deepmc.models._compressed import compressed_loss_and_grads
+from deepmc.models._compressed import compressed_loss_and_grads, compressed_residual_and_grads
 
 
 def _pattern(m: int, n: int, N: int, seed: int = 0, empty_rows: bool = False):
@@ -26,6 +26,8 @@ def _pattern(m: int, n: int, N: int, seed: int = 0, empty_rows: bool = False):
 
 CASES = [
     # (m, n, N, method, chunk_elements)
+    (7, 5, 12, "small", None),
+    (40, 30, 200, "small", None),
     (7, 5, 12, "dense", None),
     (7, 5, 12, "dense", 5),  # one row per block
     (7, 5, 12, "dense", 1),  # budget below a row: still one row per block
@@ -63,9 +65,26 @@ def test_kernels_match_dense_reference(m, n, N, method, chunk, dtype):
     RB2, _ = kern.matmul_pair(2 * vals.to(dtype), A.to(dtype), B.to(dtype))
     torch.testing.assert_close(RB2.double(), 2 * (R @ B), **tol)
     torch.testing.assert_close(RB.double(), R @ B, **tol)  # earlier result not aliased
+    # into caller buffers, scaled inside the products
+    out = (kern.buffer("RB", (m, k)), kern.buffer("RtA", (n, k)))
+    out[0].fill_(float("nan")), out[1].fill_(float("nan"))  # stale contents are ignored
+    got_pair = kern.matmul_pair(vals.to(dtype), A.to(dtype), B.to(dtype), alpha=3.0, out=out)
+    assert got_pair[0] is out[0] and got_pair[1] is out[1]
+    torch.testing.assert_close(out[0].double(), 3 * (R @ B), **tol)
+    torch.testing.assert_close(out[1].double(), 3 * (R.T @ A), **tol)
+    res = kern.buffer("sampled", (rows.shape[0],)).fill_(float("nan"))
+    assert kern.sampled(A.to(dtype), B.to(dtype), out=res) is res
+    torch.testing.assert_close(res.double(), (A @ B.T)[rows, cols], **tol)
 
 
-@pytest.mark.parametrize("method", ["dense", "sddmm", "gather"])
+def test_buffer_is_persistent_per_name_and_shape():
+    kern = PatternKernels(_pattern(6, 5, 10)[0], torch.float32)
+    a = kern.buffer("x", (3, 2))
+    assert kern.buffer("x", (3, 2)) is a and a.dtype == torch.float32
+    assert kern.buffer("x", (2, 3)) is not a and kern.buffer("y", (3, 2)) is not a
+
+
+@pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
 def test_kernels_rows_without_observations(method):
     pat, rows, cols = _pattern(10, 6, 30, empty_rows=True)
     kern = PatternKernels(pat, torch.float64, method=method, chunk_elements=6)
@@ -75,9 +94,11 @@ def test_kernels_rows_without_observations(method):
     assert torch.all(RB[0] == 0) and torch.all(RB[-1] == 0)
 
 
-def test_auto_method_by_density():
-    assert PatternKernels(_pattern(20, 20, 200)[0], torch.float64).method == "dense"
-    assert PatternKernels(_pattern(100, 100, 50)[0], torch.float64).method == "sddmm"
+def test_auto_method_by_size_and_density():
+    assert PatternKernels(_pattern(20, 20, 200)[0], torch.float64).method == "small"
+    assert PatternKernels(_pattern(100, 100, 50)[0], torch.float64).method == "small"
+    assert PatternKernels(_pattern(200, 100, 4000)[0], torch.float64).method == "dense"
+    assert PatternKernels(_pattern(200, 100, 500)[0], torch.float64).method == "sddmm"
     with pytest.raises(ValueError, match="method"):
         PatternKernels(_pattern(5, 5, 5)[0], torch.float64, method="magic")
 
@@ -88,7 +109,50 @@ def test_kernels_cached_per_dtype():
     assert pat.kernels(torch.float32) is not pat.kernels(torch.float64)
 
 
-@pytest.mark.parametrize("method", ["dense", "sddmm", "gather"])
+@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
+def test_compressed_residual_and_grads_match_autograd(method, reuse):
+    """The step equals autograd on the dense loss to rounding (1e-12), for every kernel path.
+
+    With ``reuse`` the results land in the pattern's buffers; a second call with other
+    parameters must give that call's gradients, not stale ones.
+    """
+    m, n, k, L = 12, 9, 4, 3
+    pat, rows, cols = _pattern(m, n, 40, seed=3)
+    pat._kernels[(torch.float64, rows.device)] = PatternKernels(
+        pat, torch.float64, method=method, chunk_elements=10
+    )
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
+    s = m * n / rows.shape[0]
+    for trial in range(2):
+        U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
+        V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
+        cores = [
+            (torch.eye(k, dtype=torch.float64) + 0.3 * torch.randn(k, k, generator=g))
+            .double()
+            .requires_grad_()
+            for _ in range(L)
+        ]
+        X = U @ cores[2] @ cores[1] @ cores[0] @ V.T
+        (0.5 * s * ((X[rows, cols] - y) ** 2).sum()).backward()
+        with torch.no_grad():
+            resid, gU, gV, gcores = compressed_residual_and_grads(
+                pat, y, s, U.detach(), V.detach(), [c.detach() for c in cores], reuse=reuse
+            )
+        exact = {"rtol": 1e-12, "atol": 0.0}
+        torch.testing.assert_close(resid, (X[rows, cols] - y).detach(), **exact)
+        torch.testing.assert_close(gU, U.grad, **exact)
+        torch.testing.assert_close(gV, V.grad, **exact)
+        for got, c in zip(gcores, cores, strict=True):
+            torch.testing.assert_close(got, c.grad, **exact)
+        if reuse and trial == 1:
+            kern = pat.kernels(torch.float64)
+            assert resid is kern.buffer("compressed.residual", (rows.shape[0],))
+            assert gV is kern.buffer("compressed.grad_V", (n, k))
+
+
+@pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
 def test_compressed_loss_and_grads_match_autograd(method):
     m, n, k, L = 12, 9, 4, 3
     pat, rows, cols = _pattern(m, n, 40, seed=3)
@@ -149,7 +213,7 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
 def test_transpose_is_built_only_for_gradients():
     """A pattern that only predicts (an evaluation set) never sorts its entries by column."""
     pat, *_ = _pattern(30, 20, 150)
-    kern = pat.kernels(torch.float64)
+    kern = PatternKernels(pat, torch.float64, method="dense")
     A, B = torch.randn(30, 2, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
     kern.sampled(A, B)
     assert kern._transposed is None

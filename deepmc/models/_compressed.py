@@ -15,6 +15,7 @@ from .._base import _BaseDeepMC
 from .._data import TrainingData
 from .._kernels import (
     ObservedPattern,
+    PatternKernels,
     chain_backward,
     chain_prefixes,
     chain_product,
@@ -38,11 +39,14 @@ def compressed_residual_and_grads(
     U: torch.Tensor,
     V: torch.Tensor,
     cores: list[torch.Tensor],
+    *,
+    reuse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Residual on Ω and gradients of ``ℓ = (s/2) Σ_Ω ((U C Vᵀ)_ij − y_ij)²``, ``C = W̃_L ⋯ W̃_1``.
 
     Never forms an ``m × n`` matrix (only row blocks of bounded size, see
-    :class:`~deepmc._kernels.PatternKernels`): with ``A = U C``, the predictions on Ω are the
+    :class:`~deepmc._kernels.PatternKernels`), except for tiny matrices where dense BLAS
+    products are faster: with ``A = U C``, the predictions on Ω are the
     sampled product ``(A Vᵀ)_Ω`` and, with ``R`` the sparse residual ``P_Ω(X) − y``,
     ``∇_V = s Rᵀ A``, ``∇_U = s (R V) Cᵀ`` and ``∇_C = s Uᵀ (R V)``, back-propagated
     through the cores. Cost O(N·k + (m+n)·k² + L·k³) for ``k = 2r̂``. The loss itself is
@@ -60,6 +64,11 @@ def compressed_residual_and_grads(
     V : Tensor of shape (n, k)
     cores : list of Tensor of shape (k, k)
         ``[W̃_1, …, W̃_L]``.
+    reuse : bool, default=False
+        Write the residual and the gradients of ``U`` and ``V`` into buffers kept by
+        ``pattern`` (:meth:`~deepmc._kernels.PatternKernels.buffer`) instead of new
+        tensors, so that a training loop allocates nothing of size N or (m+n)·k per
+        step. The results are then overwritten by the next call with ``reuse=True``.
 
     Returns
     -------
@@ -70,14 +79,29 @@ def compressed_residual_and_grads(
     grad_cores : list of Tensor of shape (k, k)
     """
     kernels = pattern.kernels(U.dtype)
+    if reuse:
+        k = U.shape[1]
+        bufs = kernels.memo(("compressed.step", k), lambda: _step_buffers(kernels, k))
+        buf_A, buf_resid, buf_sRV, buf_gV, buf_gU = bufs
+    else:
+        buf_A = buf_resid = buf_sRV = buf_gV = buf_gU = None
     prefixes = chain_prefixes(cores)
     C = prefixes[-1]
-    A = U @ C
-    resid = kernels.sampled(A, V).sub_(y)
-    RV, RtA = kernels.matmul_pair(resid, A, V)
-    grad_U = RV @ (s * C).T  # s folded into k × k products where it is cheapest
-    grad_cores = chain_backward(cores, prefixes, (U.T @ RV).mul_(s))
-    return resid, grad_U, RtA.mul_(s), grad_cores
+    A = torch.mm(U, C, out=buf_A)
+    resid = kernels.sampled(A, V, out=buf_resid).sub_(y)
+    pair = None if buf_sRV is None else (buf_sRV, buf_gV)
+    sRV, grad_V = kernels.matmul_pair(resid, A, V, alpha=s, out=pair)  # s inside the products
+    grad_U = torch.mm(sRV, C.T, out=buf_gU)
+    grad_cores = chain_backward(cores, prefixes, U.T @ sRV)
+    return resid, grad_U, grad_V, grad_cores
+
+
+def _step_buffers(kernels: PatternKernels, k: int) -> tuple[torch.Tensor, ...]:
+    """``(A, residual, s·R V, ∇V, ∇U)`` buffers of the compressed step, kept by ``kernels``."""
+    m, n = kernels.pattern.shape
+    shapes = {"A": (m, k), "residual": (kernels.pattern.n_observed,), "sRV": (m, k)}
+    shapes.update({"grad_V": (n, k), "grad_U": (m, k)})
+    return tuple(kernels.buffer(f"compressed.{name}", shape) for name, shape in shapes.items())
 
 
 def compressed_loss_and_grads(
@@ -372,7 +396,7 @@ class CompressedNetwork:
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         U, V = params["factors"]
         resid, gU, gV, gcores = compressed_residual_and_grads(
-            data.pattern, data.y, data.sampling_scale, U, V, params["cores"]
+            data.pattern, data.y, data.sampling_scale, U, V, params["cores"], reuse=True
         )
         return resid, {"cores": gcores, "factors": [gU, gV]}
 
