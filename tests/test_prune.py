@@ -254,7 +254,7 @@ def _gd_by_hand(obs, est_1, steps):
     cores = [torch.tensor(W) for W in est_1.cores_]
     for _ in range(steps):
         _, gU, gV, gc = compressed_residual_and_grads(
-            data.pattern, data.y, data.sampling_scale, U, V, cores
+            data.pattern, data.y, data.sampling_scale, U, V, cores, reuse=True
         )
         for W, g in zip(cores, gc):
             W.add_(g, alpha=-lr)
@@ -266,7 +266,12 @@ def _gd_by_hand(obs, est_1, steps):
 @pytest.mark.parametrize(
     "Est, kw", [(CompressedDeepMatrixCompletion, {"rank": 2}), (DeepMatrixCompletion, {})]
 )
-def test_solver_gd_is_plain_gradient_descent_bit_for_bit(Est, kw):
+def test_solver_gd_is_plain_gradient_descent(Est, kw):
+    """``solver="gd"`` is plain constant-step GD: the pure step functions run by hand.
+
+    Equal to rounding: the compressed step's kernels write into buffers cached on the
+    observed pattern, and BLAS may round differently on other buffers.
+    """
     problem = make_problem(shape=(30, 20), rank=2, fraction=0.5, random_state=0)
     obs = check_observations(problem.train)
     common = {"solver": "gd", "tol": 0.0, "random_state": 0, "check_every": 3, **kw}
@@ -276,6 +281,6 @@ def test_solver_gd_is_plain_gradient_descent_bit_for_bit(Est, kw):
         ten = Est(max_iter=10, **common).fit(problem.train)
     by_hand = _gd_by_hand(obs, one, 9)
     fitted = ten.weights_ if hasattr(ten, "weights_") else [*ten.cores_, ten.U_, ten.V_]
-    for a, b in zip(fitted, by_hand):
-        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fitted, by_hand, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15 * np.abs(b).max())
     assert one.init_scale_ == pytest.approx(1e-3)  # tol^{1/L} rule, clipped: unchanged
