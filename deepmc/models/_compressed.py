@@ -20,9 +20,8 @@ from .._kernels import (
     chain_product,
 )
 from .._prune import compressed_spectrum, prune_compressed, reseed_compressed
+from .._solver import Params
 from ..init import parsimony, random_frames, spectral
-
-Params = dict[str, list[torch.Tensor]]
 
 __all__ = [
     "CompressedDeepMatrixCompletion",
