@@ -74,8 +74,6 @@ GROWTH = 1.1
 #: of ``ε^L``, the size of the directions small initialisation leaves behind.
 INIT_MARGIN = 10.0
 
-Params = dict[str, list[torch.Tensor]]
-
 
 def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, float]:
     """Where the singular values drop most: ``(keep, ratio)``.
