@@ -9,6 +9,7 @@ gradient descent, up to the order of summation.
 """
 
 from ._comm import Comm, init_from_env
+from ._fit import ShardedModel, fit
 from ._partition import RowPartition, balanced_row_ranges
 from ._shard import Shard, read_shard, shard_observations
 
@@ -16,7 +17,9 @@ __all__ = [
     "Comm",
     "RowPartition",
     "Shard",
+    "ShardedModel",
     "balanced_row_ranges",
+    "fit",
     "init_from_env",
     "read_shard",
     "shard_observations",

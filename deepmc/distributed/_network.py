@@ -83,9 +83,9 @@ class ShardedNetwork:
             for i in range(len(gs))
             if (name, i) != self.local
         ]
-        extra = torch.stack(
-            [torch.dot(resid, resid), resid.new_tensor(float(resid.shape[0]))]
-        ).to(resid.dtype)
+        extra = torch.stack([torch.dot(resid, resid), resid.new_tensor(float(resid.shape[0]))]).to(
+            resid.dtype
+        )
         flat = torch.cat([grads[name][i].reshape(-1) for name, i in shared] + [extra])
         self.comm.sum_(flat)
         offset = 0
