@@ -8,19 +8,26 @@ the sum over ranks is the full gradient and the iterates are those of single-pro
 gradient descent, up to the order of summation.
 """
 
-from ._comm import Comm, init_from_env
+from ._cli import configure_parser, run_fit
+from ._comm import Comm, RankFailure, init_from_env
 from ._fit import ShardedModel, fit
+from ._model_io import load_model, save_model
 from ._partition import RowPartition, balanced_row_ranges
 from ._shard import Shard, read_shard, shard_observations
 
 __all__ = [
     "Comm",
+    "RankFailure",
     "RowPartition",
     "Shard",
     "ShardedModel",
     "balanced_row_ranges",
+    "configure_parser",
     "fit",
     "init_from_env",
+    "load_model",
     "read_shard",
+    "run_fit",
+    "save_model",
     "shard_observations",
 ]

@@ -95,12 +95,18 @@ class CheckpointStore:
     comm : Comm
     keep : int, default=2
         Complete checkpoints kept; older ones are deleted after a new one is marked.
+    fingerprint : str, default=""
+        Identifies the run (hyper-parameters, data size, world size): only checkpoints
+        with the same fingerprint are resumed from.
     """
 
-    def __init__(self, directory: str | os.PathLike, comm: Comm, keep: int = 2) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, comm: Comm, keep: int = 2, fingerprint: str = ""
+    ) -> None:
         self.directory = Path(directory)
         self.comm = comm
         self.keep = max(1, int(keep))
+        self.fingerprint = fingerprint
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def _step_dir(self, step: int) -> Path:
@@ -111,7 +117,7 @@ class CheckpointStore:
         for d in self.directory.glob("step-*"):
             if is_complete(d):
                 info = json.loads((d / COMPLETE).read_text())
-                if info.get("world_size") == self.comm.world_size:
+                if info.get("fingerprint") == self.fingerprint:
                     steps.append(int(d.name.split("-")[1]))
         return sorted(steps)
 
@@ -129,7 +135,7 @@ class CheckpointStore:
         d = self._step_dir(step)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / f"rank-{self.comm.rank:05d}.pt", lambda fh: torch.save(state, fh))
-        mark_complete(d, self.comm, {"step": step, "world_size": self.comm.world_size})
+        mark_complete(d, self.comm, {"step": step, "fingerprint": self.fingerprint})
         if self.comm.rank == 0:
             for old in self._complete_steps()[: -self.keep]:
                 old_dir = self._step_dir(old)

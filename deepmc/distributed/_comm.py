@@ -15,11 +15,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["Comm", "init_from_env"]
+__all__ = ["Comm", "RankFailure", "init_from_env"]
 
 #: Seconds a collective waits for the other ranks before failing.
 DEFAULT_TIMEOUT = 300.0
 _CPU = torch.device("cpu")
+
+
+class RankFailure(RuntimeError):
+    """A collective failed: another rank died, stalled past the timeout, or disagreed."""
 
 
 @dataclass(frozen=True)
@@ -34,15 +38,32 @@ class Comm:
         Where the tensors handed to the backend live (CUDA for NCCL, CPU for gloo).
     group : ProcessGroup or None, default=None
         ``None`` with ``world_size == 1`` means no process group at all.
+    timeout : float or None, default=None
+        The process group's collective timeout in seconds, when known (for messages).
     """
 
     rank: int = 0
     world_size: int = 1
     device: torch.device = _CPU
     group: object | None = None
+    timeout: float | None = None
+
+    def _run(self, what: str, collective, *args, **kwargs) -> None:
+        """Run a collective; turn a backend failure into a :class:`RankFailure` that says why."""
+        try:
+            collective(*args, group=self.group, **kwargs)
+        except RuntimeError as exc:  # DistBackendError, gloo/NCCL timeouts, closed peers
+            waited = f"at most {self.timeout:g} s" if self.timeout else "up to the timeout"
+            raise RankFailure(
+                f"rank {self.rank} of {self.world_size}: {what} failed. Another rank has "
+                f"probably died or stalled (collectives wait {waited}); the job cannot "
+                f"continue, and no model was completed by this run. Backend error: {exc}"
+            ) from exc
 
     @classmethod
-    def current(cls, device: torch.device | str | None = None) -> Comm:
+    def current(
+        cls, device: torch.device | str | None = None, timeout: float | None = None
+    ) -> Comm:
         """The default process group if one is initialised, else a world of one.
 
         Parameters
@@ -55,7 +76,9 @@ class Comm:
             return cls(device=torch.device(device or "cpu"))
         if device is None:
             device = _local_device() if dist.get_backend() == "nccl" else torch.device("cpu")
-        return cls(dist.get_rank(), dist.get_world_size(), torch.device(device), dist.group.WORLD)
+        return cls(
+            dist.get_rank(), dist.get_world_size(), torch.device(device), dist.group.WORLD, timeout
+        )
 
     @property
     def distributed(self) -> bool:
@@ -70,7 +93,7 @@ class Comm:
         if not self.distributed:
             return t
         buf = t if t.device == self.device else t.to(self.device)
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
+        self._run("an all-reduce (sum)", dist.all_reduce, buf, op=dist.ReduceOp.SUM)
         if buf is not t:
             t.copy_(buf)
         return t
@@ -80,7 +103,7 @@ class Comm:
         if not self.distributed:
             return t
         buf = t if t.device == self.device else t.to(self.device)
-        dist.all_reduce(buf, op=dist.ReduceOp.MAX, group=self.group)
+        self._run("an all-reduce (max)", dist.all_reduce, buf, op=dist.ReduceOp.MAX)
         if buf is not t:
             t.copy_(buf)
         return t
@@ -90,7 +113,7 @@ class Comm:
         if not self.distributed:
             return int(value)
         t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        self._run("an all-reduce (max)", dist.all_reduce, t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
     def gather_rows(self, t: torch.Tensor) -> list[torch.Tensor]:
@@ -103,22 +126,20 @@ class Comm:
             return [t]
         counts = torch.zeros(self.world_size, dtype=torch.int64, device=self.device)
         counts[self.rank] = t.shape[0]
-        dist.all_reduce(counts, group=self.group)
+        self._run("an all-reduce (sum)", dist.all_reduce, counts)
         counts_host = counts.tolist()
         rows = max(counts_host)
         padded = torch.zeros((rows, *t.shape[1:]), dtype=t.dtype, device=self.device)
         padded[: t.shape[0]] = t.to(self.device)
         out = [torch.empty_like(padded) for _ in range(self.world_size)]
-        dist.all_gather(out, padded, group=self.group)
+        self._run("an all-gather", dist.all_gather, out, padded)
         return [o[:c].to(t.device) for o, c in zip(out, counts_host, strict=True)]
 
     def barrier(self) -> None:
         """Wait until every rank arrives (no-op in a world of one)."""
         if self.distributed:
-            if self.device.type == "cuda":
-                dist.barrier(group=self.group, device_ids=[self.device.index or 0])
-            else:
-                dist.barrier(group=self.group)
+            ids = {"device_ids": [self.device.index or 0]} if self.device.type == "cuda" else {}
+            self._run("a barrier", dist.barrier, **ids)
 
 
 def _local_device() -> torch.device:
@@ -151,7 +172,7 @@ def init_from_env(*, timeout: float = DEFAULT_TIMEOUT, device: str = "auto") -> 
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was requested but CUDA is not available.")
     if dist.is_available() and dist.is_initialized():
-        return Comm.current(_local_device() if use_cuda else torch.device("cpu"))
+        return Comm.current(_local_device() if use_cuda else torch.device("cpu"), timeout)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Comm(device=_local_device() if use_cuda else torch.device("cpu"))
     dev = torch.device("cpu")
@@ -163,4 +184,4 @@ def init_from_env(*, timeout: float = DEFAULT_TIMEOUT, device: str = "auto") -> 
         timeout=datetime.timedelta(seconds=timeout),
         **({"device_id": dev} if use_cuda else {}),
     )
-    return Comm.current(dev)
+    return Comm.current(dev, timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -287,7 +288,25 @@ def fit(
     params = _initial_params(network, shard, data, u_local, v, generator, comm)
     lr = estimator._resolve_learning_rate()
     start_iter, history = 0, []
-    store = None if checkpoint_dir is None else CheckpointStore(checkpoint_dir, comm)
+    fingerprint = json.dumps(
+        {
+            "estimator": type(estimator).__name__,
+            "params": {
+                k: str(v)
+                for k, v in estimator.get_params().items()
+                if k not in ("verbose", "max_iter")  # neither changes the trajectory
+            },
+            "shape": list(part.shape),
+            "n_observed": part.n_observed,
+            "bounds": [int(b) for b in part.bounds],
+        },
+        sort_keys=True,
+    )
+    store = (
+        None
+        if checkpoint_dir is None
+        else CheckpointStore(checkpoint_dir, comm, fingerprint=fingerprint)
+    )
     resumed = None if store is None else store.latest()
     if resumed is not None:
         state = store.load(resumed)
@@ -322,7 +341,7 @@ def fit(
     total_iter = int(estimator.max_iter)
     result = gradient_descent(
         network, data, params, lr=lr, optimizer=estimator.optimizer,
-        weight_decay=estimator.weight_decay, max_iter=total_iter - start_iter,
+        weight_decay=estimator.weight_decay, max_iter=max(total_iter - start_iter, 0),
         tol=estimator.tol, check_every=estimator.check_every, start_iter=start_iter,
         history=history, backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
         name=type(estimator).__name__, verbose=estimator.verbose if comm.rank == 0 else 0,
