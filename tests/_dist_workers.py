@@ -32,6 +32,10 @@ def _entry(rank: int, world: int, tmp: str, fn: Callable, args: tuple, timeout: 
 
 
 def run_world(world: int, tmp: Path, fn: Callable, *args, timeout: float = 60.0) -> list:
-    """Run ``fn(rank, world, tmp, *args)`` on ``world`` spawned gloo ranks; their results."""
+    """Run ``fn(rank, world, tmp, *args)`` on ``world`` spawned gloo ranks; their results.
+
+    A rank that ended without returning (killed on purpose) has ``None``.
+    """
     mp.spawn(_entry, args=(world, str(tmp), fn, args, timeout), nprocs=world, join=True)
-    return [torch.load(tmp / f"result-{r}.pt", weights_only=False) for r in range(world)]
+    paths = [tmp / f"result-{r}.pt" for r in range(world)]
+    return [torch.load(p, weights_only=False) if p.exists() else None for p in paths]
