@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 from deepmc.distributed import Comm, balanced_row_ranges, read_shard, shard_observations
 from deepmc.distributed._io import TripletFile, count_rows, read_rows
@@ -111,3 +113,64 @@ def test_sharded_svd_equals_the_single_process_randomized_svd(shape):
     np.testing.assert_allclose(s2, s, rtol=1e-12)
     np.testing.assert_allclose(u2, u, atol=1e-12)
     np.testing.assert_allclose(v2, vv, atol=1e-12)
+
+
+def _small():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 2)) @ rng.standard_normal((2, 24))
+    r, c = np.nonzero(rng.random(X.shape) < 0.5)
+    return r, c, X[r, c], X.shape
+
+
+def test_fit_in_a_world_of_one_is_the_estimators_fit(tmp_path):
+    from deepmc import CompressedDeepMatrixCompletion
+    from deepmc.distributed import fit, load_model
+
+    est = CompressedDeepMatrixCompletion(rank=2, max_iter=60, check_every=20, random_state=1)
+    with pytest.warns(ConvergenceWarning):
+        ref = clone(est).fit(_small())
+    with pytest.warns(ConvergenceWarning):
+        model = fit(est, shard_observations(_small()))
+    np.testing.assert_allclose(model.history["loss"], ref.history_["loss"], rtol=1e-12)
+    model.save(tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    np.testing.assert_allclose(loaded.U_, ref.U_, rtol=1e-12, atol=1e-14)
+    r, c, _, _ = _small()
+    np.testing.assert_allclose(loaded.predict(r, c), ref.predict(r, c), rtol=1e-10)
+    assert loaded.n_iter_ == ref.n_iter_ == 60
+    (tmp_path / "model" / "COMPLETE").unlink()
+    with pytest.raises(ValueError, match="no complete model"):
+        load_model(tmp_path / "model")
+
+
+def test_distributed_fit_refuses_what_it_cannot_do():
+    from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+    from deepmc.distributed import fit
+
+    shard = shard_observations(_small())
+    with pytest.raises(ValueError, match="stays single-process"):
+        fit(DeepMatrixCompletion(), shard)
+    with pytest.raises(ValueError, match="early_stopping"):
+        fit(CompressedDeepMatrixCompletion(rank=2, early_stopping=True), shard)
+    with pytest.raises(TypeError, match="CompressedDeepMatrixCompletion or a narrow"):
+        fit(object(), shard)
+    with pytest.raises(ValueError, match="bounds"):
+        shard_observations(_small(), bounds=[0, 10])
+
+
+def test_checkpoint_store_keeps_the_last_complete_sets_of_its_run(tmp_path):
+    from deepmc.distributed._checkpoint import COMPLETE, CheckpointStore
+
+    store = CheckpointStore(tmp_path, Comm(), keep=2, fingerprint="run-a")
+    for step in (25, 50, 75):
+        store.save(step, {"iteration": step})
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == [
+        "step-0000000050",
+        "step-0000000075",
+    ]
+    assert store.latest() == 75 and store.load(75) == {"iteration": 75}
+    (tmp_path / "step-0000000075" / COMPLETE).unlink()  # a set whose marker never came
+    assert store.latest() == 50
+    other = CheckpointStore(tmp_path, Comm(), fingerprint="run-b")  # another run's files
+    assert other.latest() is None
+    assert not list(tmp_path.rglob(".*.tmp-*"))

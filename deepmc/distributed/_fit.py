@@ -155,6 +155,11 @@ def _sharded_network(
 
 
 def _check_supported(estimator: Any) -> None:
+    if not isinstance(estimator, (CompressedDeepMatrixCompletion, DeepMatrixCompletion)):
+        raise TypeError(
+            "estimator: expected a CompressedDeepMatrixCompletion or a narrow "
+            f"DeepMatrixCompletion, got {type(estimator).__name__}."
+        )
     unsupported = {
         "early_stopping": estimator.early_stopping,
         "warm_start": estimator.warm_start,
