@@ -2,8 +2,9 @@
 
 The data have the shape of problem C (MovieLens-20M: 138,493 × 26,744, r̂ = 10, L = 3)
 but, by default, a tenth of its entries (2·10⁶ instead of 20,000,263; set
-``DEEPMC_BENCH_DIST_N`` for more): a seeded, uniformly random pattern with rank-10
-values, so that a run fits in the memory a shared machine can spare. Each
+``DEEPMC_BENCH_DIST_N`` for more, and ``DEEPMC_BENCH_DIST_STEPS`` for another number of
+steps than 40): a seeded, uniformly random pattern with rank-10 values, so that a run
+fits in the memory a shared machine can spare. Each
 configuration is a separate set of processes on the CPU (gloo), float32:
 
 ``"1x1"``
@@ -34,7 +35,7 @@ PROFILE = os.environ.get("DEEPMC_BENCH_PROFILE", "regular")
 SHAPE = (138_493, 26_744)
 RANK, DEPTH = 10, 3
 N_OBSERVED = int(os.environ.get("DEEPMC_BENCH_DIST_N", 2_000_000))
-STEPS = 40
+STEPS = int(os.environ.get("DEEPMC_BENCH_DIST_STEPS", 40))
 CONFIGS = ["1x1", "1x2", "2x1"]
 
 
