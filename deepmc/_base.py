@@ -45,7 +45,14 @@ _PREDICT_CHUNK = 1 << 18
 
 
 class _BaseDeepMC(TransformerMixin, BaseEstimator):
-    """Common parameters and machinery of the deep matrix completion estimators."""
+    """Common parameters and machinery of the deep matrix completion estimators.
+
+    A subclass adds its own parameters and implements :meth:`_build_network`, which
+    returns the network record (:class:`~deepmc.models._network.Network`: initialisation,
+    residual and gradients, factors, per-group learning-rate ratios, fitted attributes).
+    ``fit`` resolves ε, the network and η once, then everything numerical happens in
+    :mod:`deepmc._data` and :func:`deepmc._solver.gradient_descent`.
+    """
 
     _parameter_constraints: dict = {
         "depth": [Interval(Integral, 2, None, closed="left")],

@@ -6,12 +6,17 @@ steps it *checks*: it reads the loss, the relative training residual and the rel
 change of the fitted values back from the device (:func:`check_scalars`, one transfer),
 records a history row, and decides whether to stop (:class:`StopRule`). A non-finite
 loss or one whose relative residual exceeds :data:`DIVERGENCE_RESIDUAL` is divergence:
-the step is halved from the last checked state (:func:`back_off`) when allowed, else
+the step is halved from the last checked state when allowed, else
 :class:`DivergenceError` is raised. Between checks nothing is read back.
 
 The step itself is :func:`step`: the gradients become the parameters' ``.grad`` and the
 optimizer (:func:`make_optimizer`) moves them, each parameter group at its network's
 learning-rate ratio.
+
+Extension points of :func:`gradient_descent`: ``reduce`` sums the scalars of a check
+across processes that each hold a shard of Ω (:func:`check_scalars`; the network
+reduces its own gradients); ``stop_rule`` replaces :class:`StopRule`; ``callbacks`` run
+at every check that does not stop and may edit the parameters in place (pruning).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +45,6 @@ __all__ = [
     "Interrupt",
     "SolveResult",
     "StopRule",
-    "back_off",
     "check_scalars",
     "evaluate",
     "gradient_descent",
@@ -324,7 +328,7 @@ class _State:
 class _Config:
     """The fixed settings of one :func:`gradient_descent` call."""
 
-    network: Any
+    network: Network
     data: TrainingData
     params: Params
     flat: list[torch.Tensor]
@@ -342,10 +346,9 @@ class _Config:
     end_iter: int
     history: list[dict]
     progress: Any = None
-    optimizer_factory: Callable[..., Any] = field(default=make_optimizer)
 
     def new_optimizer(self, lr: float) -> Any:
-        return self.optimizer_factory(
+        return make_optimizer(
             self.params,
             lr,
             lr_ratios=self.network.lr_ratios,
@@ -360,7 +363,7 @@ def _snapshot(cfg: _Config, state: _State, residual: torch.Tensor) -> None:
     state.snapshot = (state.it, [p.detach().clone() for p in cfg.flat], state.previous)
 
 
-def back_off(cfg: _Config, state: _State, loss: float, residual: float) -> None:
+def _back_off(cfg: _Config, state: _State, loss: float, residual: float) -> None:
     """Halve η and return to the last checked state, or raise :class:`DivergenceError`."""
     if not cfg.backoff or state.snapshot is None or state.backoffs >= MAX_BACKOFFS:
         advice = (
@@ -429,7 +432,7 @@ def _check(cfg: _Config, state: _State, resid: torch.Tensor, interrupted: bool) 
     residual = math.sqrt(max(2.0 * loss / data.sampling_scale, 0.0))
     residual /= max(data.y_norm, _TINY)
     if not math.isfinite(loss) or residual > DIVERGENCE_RESIDUAL:
-        back_off(cfg, state, loss, residual)
+        _back_off(cfg, state, loss, residual)
         return "backed_off"
     change = math.inf if change_norm is None else change_norm / max(fitted_norm, _TINY)
     row = _record(cfg, state, loss, residual, change)

@@ -81,7 +81,7 @@ def test_tol_stops_when_the_fitted_values_settle():
     assert last["change"] <= 1e-6 < result.history[-2]["change"]
     assert result.n_iter == last["iteration"] and result.n_iter % 5 == 0
     # error (1 − η)^t of the initial residual ‖y‖
-    assert last["residual"] == pytest.approx(0.5 ** result.n_iter, rel=1e-9)
+    assert last["residual"] == pytest.approx(0.5**result.n_iter, rel=1e-9)
     assert result.history[0]["change"] == np.inf
     assert result.best_iteration == result.n_iter
 

@@ -19,9 +19,8 @@ from .._kernels import (
     chain_prefixes,
     chain_product,
 )
+from .._solver import Params
 from ..init import parsimony, random_frames, spectral
-
-Params = dict[str, list[torch.Tensor]]
 
 __all__ = [
     "CompressedDeepMatrixCompletion",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
@@ -15,9 +15,8 @@ from .._base import _BaseDeepMC
 from .._data import TrainingData
 from .._device import available_bytes
 from .._kernels import chain_backward, chain_prefixes
+from .._solver import Params
 from ..init import epsilon_orthogonal
-
-Params = dict[str, list[torch.Tensor]]
 
 __all__ = ["DeepMatrixCompletion", "FullNetwork", "full_loss_and_grads", "full_residual_and_grads"]
 
@@ -274,8 +273,14 @@ class FullNetwork:
     width: int | None
     depth: int
     init_scale: float
-    lr_ratios: Mapping[str, float] = field(default_factory=lambda: {"layers": 1.0})
-    n_singular: int = 1
+
+    @property
+    def lr_ratios(self) -> dict[str, float]:
+        return {"layers": 1.0}
+
+    @property
+    def n_singular(self) -> int:
+        return 1
 
     def _width(self, shape: tuple[int, int]) -> int:
         return max(shape) if self.width is None else int(self.width)

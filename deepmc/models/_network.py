@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from .._data import TrainingData
+from .._solver import Params
 
 __all__ = ["Network"]
-
-Params = dict[str, list[torch.Tensor]]
 
 
 class Network(Protocol):
