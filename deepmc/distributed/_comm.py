@@ -159,8 +159,9 @@ def init_from_env(*, timeout: float = DEFAULT_TIMEOUT, device: str = "auto") -> 
     ----------
     timeout : float, default=300
         Seconds a collective may wait for the other ranks. A rank that dies makes the
-        others fail with an error after at most this long (gloo; NCCL with its
-        asynchronous error handling, on by default).
+        others fail with an error after at most this long (gloo at once when the
+        dead rank's connection closes; NCCL through its watchdog, which aborts the
+        communicator after the timeout).
     device : {"auto", "cpu", "cuda"}, default="auto"
         ``"auto"`` uses CUDA when it is available.
 
