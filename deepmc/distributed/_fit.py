@@ -225,6 +225,45 @@ def _initial_params(
     return params
 
 
+def _fingerprint(estimator: Any, part: RowPartition) -> str:
+    """What a checkpoint must match to be resumed from: the run, not its length."""
+    return json.dumps(
+        {
+            "estimator": type(estimator).__name__,
+            "params": {
+                k: str(v)
+                for k, v in estimator.get_params().items()
+                if k not in ("verbose", "max_iter")  # neither changes the trajectory
+            },
+            "shape": list(part.shape),
+            "n_observed": part.n_observed,
+            "bounds": [int(b) for b in part.bounds],
+        },
+        sort_keys=True,
+    )
+
+
+def _checkpointer(
+    store: CheckpointStore, history: list[dict], start_iter: int, check_every: int, every: int
+):
+    """A solver callback writing a checkpoint every ``every`` checks after ``start_iter``."""
+
+    def checkpoint(check: Check) -> bool:
+        n_checks = (check.iteration - start_iter) // check_every
+        if check.iteration != start_iter and n_checks % every == 0:
+            params = {k: [p.detach().cpu().clone() for p in v] for k, v in check.params.items()}
+            state = {
+                "iteration": check.iteration,
+                "lr": check.row["lr"],
+                "history": list(history),  # the solver's rows, this check's included
+                "params": params,
+            }
+            store.save(check.iteration, state)
+        return False  # the parameters are not edited
+
+    return checkpoint
+
+
 def fit(
     estimator: Any,
     shard: Shard,
@@ -293,25 +332,9 @@ def fit(
     params = _initial_params(network, shard, data, u_local, v, generator, comm)
     lr = estimator._resolve_learning_rate()
     start_iter, history = 0, []
-    fingerprint = json.dumps(
-        {
-            "estimator": type(estimator).__name__,
-            "params": {
-                k: str(v)
-                for k, v in estimator.get_params().items()
-                if k not in ("verbose", "max_iter")  # neither changes the trajectory
-            },
-            "shape": list(part.shape),
-            "n_observed": part.n_observed,
-            "bounds": [int(b) for b in part.bounds],
-        },
-        sort_keys=True,
-    )
-    store = (
-        None
-        if checkpoint_dir is None
-        else CheckpointStore(checkpoint_dir, comm, fingerprint=fingerprint)
-    )
+    store = None
+    if checkpoint_dir is not None:
+        store = CheckpointStore(checkpoint_dir, comm, fingerprint=_fingerprint(estimator, part))
     resumed = None if store is None else store.latest()
     if resumed is not None:
         state = store.load(resumed)
@@ -323,26 +346,10 @@ def fit(
     n_resumed_rows = len(history)
     callbacks = []
     if store is not None:
-        every = max(1, -(-(checkpoint_every or estimator.check_every) // estimator.check_every))
-
-        def checkpoint(check: Check) -> bool:
-            n_checks = (check.iteration - start_iter) // estimator.check_every
-            if check.iteration != start_iter and n_checks % every == 0:
-                store.save(
-                    check.iteration,
-                    {
-                        "iteration": check.iteration,
-                        "lr": check.row["lr"],
-                        "history": list(history),
-                        "params": {
-                            k: [p.detach().cpu().clone() for p in v]
-                            for k, v in check.params.items()
-                        },
-                    },
-                )
-            return False  # nothing edited
-
-        callbacks.append(checkpoint)
+        every = -(-(checkpoint_every or estimator.check_every) // estimator.check_every)
+        callbacks.append(
+            _checkpointer(store, history, start_iter, estimator.check_every, max(1, every))
+        )
     total_iter = int(estimator.max_iter)
     result = gradient_descent(
         network, data, params, lr=lr, optimizer=estimator.optimizer,
