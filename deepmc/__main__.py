@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--verbose", type=nonnegative_int, default=0)
     demo.set_defaults(func=functools.partial(_demo, demo))
     configure_parser(sub.add_parser("compare", help="compare networks on one problem"))
+    from .distributed import configure_parser as configure_fit
+
+    configure_fit(sub.add_parser("fit", help="fit a triplet file (one process, or under torchrun)"))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

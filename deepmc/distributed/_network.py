@@ -1,0 +1,181 @@
+"""Networks whose gradients are summed over the ranks: one all-reduce per step.
+
+Each rank holds the rows of ``U`` (the compressed network's left factor, or the narrow
+network's last layer ``W_L``) that match its observations, and a replica of everything
+else. With ``R`` the residual on Ω split by row blocks ``R_p``:
+
+* ``∇U_p = s (R_p V) Cᵀ`` needs only the rank's rows;
+* ``∇V = s Σ_p R_pᵀ (U_p C)`` and ``∇C = s Σ_p U_pᵀ (R_p V)`` are sums over ranks of
+  local terms, linear in the residual.
+
+So every rank computes the local terms with the single-process kernels and the ranks
+sum the packed buffer ``[∇V, ∇cores, ‖R_p‖², N_p]`` — ``n·k + L·k² + 2`` values,
+independent of the number of observations. Every rank receives the same sum, so the
+replicas stay identical and the iterates are those of single-process gradient
+descent, up to the order of summation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._data import TrainingData
+from ..init import epsilon_orthogonal
+from ..models._compressed import compressed_residual_and_grads
+from ._comm import Comm
+
+__all__ = ["NarrowShardedNetwork", "ShardedNetwork"]
+
+Params = dict[str, list[torch.Tensor]]
+
+
+@dataclass
+class ShardedNetwork:
+    """A network of the row-sharded kind, its replicated gradients all-reduced per step.
+
+    Parameters
+    ----------
+    inner : Network
+        The single-process network, used on this rank's rows (``data`` of shape
+        ``(m_p, n)``, with the global loss scale ``s``).
+    comm : Comm
+    local : tuple of (str, int), default=("factors", 0)
+        The one parameter held by rows (group, index), e.g. ``U``.
+    """
+
+    inner: Any
+    comm: Comm
+    local: tuple[str, int] = ("factors", 0)
+    _last: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    @property
+    def last_loss_terms(self) -> tuple[float, float]:
+        """``(‖P_Ω(X − Y)‖², N)`` summed over the ranks at the last step (normalised units)."""
+        if self._last is None:
+            return float("nan"), float("nan")
+        return float(self._last[0]), float(self._last[1])
+
+    @property
+    def lr_ratios(self) -> Mapping[str, float]:
+        return self.inner.lr_ratios
+
+    @property
+    def n_singular(self) -> int:
+        return self.inner.n_singular
+
+    def _local_terms(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+        if data.pattern.n_observed:
+            return self.inner.residual_and_grads(data, params)
+        # no observation on this rank: a zero residual, zero gradients
+        return data.y.new_zeros(0), {k: [torch.zeros_like(p) for p in v] for k, v in params.items()}
+
+    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+        """Local residual, the local gradient of the rows, and summed replicated gradients."""
+        resid, grads = self._local_terms(data, params)
+        shared = [
+            (name, i)
+            for name, gs in grads.items()
+            for i in range(len(gs))
+            if (name, i) != self.local
+        ]
+        extra = torch.stack([torch.dot(resid, resid), resid.new_tensor(float(resid.shape[0]))]).to(
+            resid.dtype
+        )
+        flat = torch.cat([grads[name][i].reshape(-1) for name, i in shared] + [extra])
+        self.comm.sum_(flat)
+        offset = 0
+        for name, i in shared:
+            g = grads[name][i]
+            grads[name][i] = flat[offset : offset + g.numel()].view_as(g)
+            offset += g.numel()
+        self._last = flat[-2:]  # read back only on demand: no host sync per step
+        return resid, grads
+
+    def targets(self, data: TrainingData) -> torch.Tensor:
+        return data.y
+
+    def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(left rows of this rank, right)``; predictions exist only for the rank's rows."""
+        return self.inner.factors(params)
+
+    def step_work(self, data: TrainingData) -> int:
+        return self.inner.step_work(data)
+
+
+@dataclass(frozen=True)
+class NarrowShardedNetwork:
+    """The narrow network ``X = W_L ⋯ W_1`` (width ``w``) on sparse kernels, for one rank.
+
+    The single-process narrow network forms dense ``m × n`` arrays; on a row shard the
+    same model is the compressed product with ``U = W_L`` (the rank's rows),
+    ``V = W_1ᵀ`` and the cores ``W_2 … W_{L−1}``, all moving at the same step. Its
+    gradients equal those of the dense form up to the order of summation.
+
+    Parameters
+    ----------
+    width : int
+    depth : int
+    init_scale : float
+    """
+
+    width: int
+    depth: int
+    init_scale: float
+    lr_ratios: Mapping[str, float] = field(default_factory=lambda: {"layers": 1.0})
+    n_singular: int = 1
+
+    def initialize(
+        self, data: TrainingData, shape: tuple[int, int], start: int, generator: torch.Generator
+    ) -> Params:
+        """The ε-orthogonal layers of the single-process network, drawn in its order.
+
+        ``W_L`` is drawn whole (its QR needs every row) and cut to rows ``start``…
+        ``start + m_p``: O(m·w) transient memory on every rank.
+        """
+        m, n = shape
+        w = self.width
+        shapes = [(w, n)] + [(w, w)] * (self.depth - 2) + [(m, w)]
+        opts = {"dtype": data.dtype, "device": data.device}
+        layers = [
+            epsilon_orthogonal(r, c, scale=self.init_scale, generator=generator, **opts)
+            for r, c in shapes
+        ]
+        layers[-1] = layers[-1][start : start + data.shape[0]].clone()
+        return {"layers": layers}
+
+    def _split(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        layers = params["layers"]
+        middle = layers[1:-1]
+        if not middle:  # depth 2: X = W_2 W_1, an identity core that is never trained
+            middle = [torch.eye(self.width, dtype=layers[0].dtype, device=layers[0].device)]
+        return layers[-1], layers[0].T, middle
+
+    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+        U, V, middle = self._split(params)
+        resid, gU, gV, gmid = compressed_residual_and_grads(
+            data.pattern, data.y, data.sampling_scale, U, V, middle
+        )
+        gmid = gmid if self.depth > 2 else []
+        return resid, {"layers": [gV.T.contiguous(), *gmid, gU]}
+
+    def targets(self, data: TrainingData) -> torch.Tensor:
+        return data.y
+
+    def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        layers = params["layers"]
+        left = layers[-1]
+        for W in reversed(layers[1:-1]):
+            left = left @ W
+        return left, layers[0].T
+
+    def step_work(self, data: TrainingData) -> int:
+        return data.pattern.n_observed * self.width * self.depth
+
+    def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
+        layers = params["layers"]
+        return {"weights_": layers, "width_": layers[0].shape[0]}

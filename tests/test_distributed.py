@@ -1,0 +1,229 @@
+"""Distributed fits on spawned gloo ranks (float64, one thread each) against one process.
+
+Each world size is one spawn running several fits, to keep process start-up (the bulk
+of the time on a 2-core machine) to a minimum.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _dist_workers import run_world
+
+from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+from deepmc.__main__ import main
+from deepmc.distributed import (
+    Comm,
+    RankFailure,
+    fit,
+    load_model,
+    shard_observations,
+)
+from deepmc.distributed._checkpoint import COMPLETE
+
+M, N = 40, 30
+UNOBSERVED_ROWS = slice(12, 17)  # not among the first 2r̂ rows (see _problem)
+
+
+def _problem():
+    """A rank-2 40×30 matrix, 40 % observed, rows 12–16 without any observation.
+
+    The empty rows sit away from the first ``2r̂`` rows: there, the QR inside the
+    parsimony initialisation would meet an exactly singular leading block, whose sign
+    convention is decided by rounding noise and could flip a column of ``U`` and ``V``
+    (the same function, another gauge) between two summation orders.
+    """
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((M, 2)) @ rng.standard_normal((2, N))
+    mask = rng.random((M, N)) < 0.4
+    mask[UNOBSERVED_ROWS] = False
+    r, c = np.nonzero(mask)
+    return r, c, X[r, c], (M, N)
+
+
+def _estimators() -> dict:
+    kw = dict(max_iter=200, check_every=25, tol=0.0, random_state=3, device="cpu")
+    kw["dtype"] = "float64"
+    return {
+        "compressed": CompressedDeepMatrixCompletion(rank=3, **kw),
+        "spectral": CompressedDeepMatrixCompletion(rank=3, init="spectral", **kw),
+        "narrow": DeepMatrixCompletion(width=6, **kw),
+    }
+
+
+#: Row bounds per world size and network: uneven ranges, a rank whose rows have no
+#: observation (rows 12–16) and, for the spectral fit, a rank with an empty range.
+BOUNDS = {
+    2: {"compressed": [0, 17, 40], "spectral": [0, 0, 40], "narrow": [0, 21, 40]},
+    3: {"compressed": [0, 12, 17, 40], "spectral": [0, 0, 23, 40], "narrow": [0, 12, 17, 40]},
+}
+
+
+def _fitted(model) -> dict:
+    est = model.gather()
+    return {k: v for k, v in vars(est).items() if k.endswith("_") and k != "history_"}
+
+
+def _equivalence_worker(rank: int, world: int, tmp: Path) -> dict:
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter is reached on purpose
+        for name, est in _estimators().items():
+            shard = shard_observations(_problem(), bounds=BOUNDS[world][name])
+            model = fit(est, shard)
+            out[name] = (model.history, _fitted(model), model.partition.bounds)
+        if world == 2:  # resume: stop at 100 (checkpoint at 50), rerun to 200
+            est = _estimators()["compressed"]
+            shard = shard_observations(_problem(), bounds=BOUNDS[world]["compressed"])
+            ckpt = tmp / "ckpt"
+            fit(est.set_params(max_iter=100), shard, checkpoint_dir=ckpt, checkpoint_every=50)
+            Comm.current().barrier()
+            steps = sorted(p.name for p in ckpt.glob("step-*") if (p / COMPLETE).exists())
+            resumed = fit(est.set_params(max_iter=200), shard, checkpoint_dir=ckpt)
+            out["resumed"] = (resumed.history, _fitted(resumed), steps)
+    return out
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-300))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_fit_equals_single_process_fit(world, tmp_path, one_thread):
+    results = run_world(world, tmp_path, _equivalence_worker)
+    empty_ranks = []
+    for name, est in _estimators().items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(_problem())
+        hist, fitted, bounds = results[0][name]
+        counts = np.bincount(_problem()[0], minlength=M)
+        per_rank = [int(counts[bounds[p] : bounds[p + 1]].sum()) for p in range(world)]
+        assert len(set(per_rank)) == world  # uneven
+        empty_ranks.append(0 in per_rank)
+        assert list(hist["iteration"]) == list(est.history_["iteration"])
+        assert hist["iteration"].iloc[-1] == 200
+        for col in ("loss", "residual"):
+            assert _rel(est.history_[col], hist[col]) < 1e-10, (name, col)
+        change = est.history_["change"].to_numpy()[1:]  # the first check has no baseline
+        assert _rel(change, hist["change"].to_numpy()[1:]) < 1e-10
+        for key in ("U_", "V_", "cores_", "weights_"):
+            if hasattr(est, key):
+                ref, got = getattr(est, key), fitted[key]
+                pairs = zip(ref, got, strict=True) if isinstance(ref, list) else [(ref, got)]
+                for a, b in pairs:
+                    assert _rel(a, b) < 1e-10, (name, key)
+        assert fitted["scale_"] == pytest.approx(est.scale_, rel=1e-12)
+        # every rank holds the same history (seconds aside)
+        for other in results[1:]:
+            pd.testing.assert_frame_equal(
+                other[name][0].drop(columns="seconds"), hist.drop(columns="seconds")
+            )
+    assert any(empty_ranks)  # a rank without observations took part
+    if world == 2:
+        hist, fitted, steps = results[0]["resumed"]
+        full_hist, full_fitted, _ = results[0]["compressed"]
+        assert steps == ["step-0000000050"]  # the stop at 100 writes no checkpoint
+        pd.testing.assert_frame_equal(
+            hist.drop(columns="seconds"), full_hist.drop(columns="seconds")
+        )
+        for key in ("U_", "V_"):
+            np.testing.assert_array_equal(fitted[key], full_fitted[key])
+        for a, b in zip(fitted["cores_"], full_fitted["cores_"], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def _die_after_checkpoint(marker: Path, death: Path) -> None:
+    """Kill this process abruptly (no clean-up) once ``marker`` exists."""
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.005)
+    death.write_text(repr(time.time()))
+    os._exit(0)
+
+
+def _killed_worker(rank: int, world: int, tmp: Path) -> dict:
+    """Rank 1 dies mid-fit, after the checkpoint of step 50; rank 0 must fail clearly."""
+    args = ["fit", "--data", str(tmp / "small.csv"), "--rank", "3", "--output", str(tmp / "model")]
+    args += ["--max-iter", "1000000", "--tol", "0", "--timeout", "10", "--dtype", "float64"]
+    if rank == 1:
+        marker = tmp / "model" / "checkpoints" / "step-0000000050" / COMPLETE
+        watcher = threading.Thread(
+            target=_die_after_checkpoint, args=(marker, tmp / "death"), daemon=True
+        )
+        watcher.start()
+        main(args)
+        return {}
+    try:
+        main(args)
+    except RankFailure as exc:
+        return {"error": str(exc), "at": time.time()}
+    return {"error": None}
+
+
+def _write_small_csv(path: Path) -> None:
+    r, c, v, _ = _problem()
+    order = np.random.default_rng(1).permutation(r.size)  # a file in no particular order
+    pd.DataFrame({"user": r[order], "item": c[order], "rating": v[order]}).to_csv(path, index=False)
+
+
+def test_a_killed_rank_fails_the_others_clearly_and_leaves_no_complete_model(tmp_path):
+    _write_small_csv(tmp_path / "small.csv")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / COMPLETE).write_text("{}")  # an older model's marker must not survive
+    result = run_world(2, tmp_path, _killed_worker, timeout=10.0)[0]
+    assert result["error"] is not None
+    assert "rank 0 of 2" in result["error"] and "died or stalled" in result["error"]
+    died_at = float((tmp_path / "death").read_text())
+    assert result["at"] - died_at < 10 + 5  # within the configured timeout
+    assert not (model / COMPLETE).exists()
+    with pytest.raises(ValueError, match="no complete model"):
+        load_model(model)
+    marked = 0
+    for step in (model / "checkpoints").glob("step-*"):
+        # a file under its final name is whole (only temporary names can be torn)
+        for f in step.glob("rank-*.pt"):
+            assert torch.load(f, weights_only=False)["iteration"] == int(step.name[5:])
+        if (step / COMPLETE).exists():  # and a marked checkpoint has every rank's file
+            marked += 1
+            assert len(list(step.glob("rank-*.pt"))) == 2
+    assert marked >= 1
+
+
+def test_cli_under_torchrun_matches_the_single_process_cli(tmp_path):
+    data = tmp_path / "small.csv"
+    _write_small_csv(data)
+    common = ["--data", str(data), "--rank", "3", "--max-iter", "200", "--dtype", "float64"]
+    common += ["--seed", "3", "--init-scale", "0.1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "deepmc", "fit", *common, "--output", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("deepmc fit:") == 1  # only rank 0 prints
+    assert "2 process(es)" in proc.stdout
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", *common, "--output", str(tmp_path / "one")]) == 0
+    two, one = load_model(tmp_path / "two"), load_model(tmp_path / "one")
+    assert sorted(p.name for p in (tmp_path / "two").glob("rows-*")) == [
+        "rows-00000-of-00002.npy",
+        "rows-00001-of-00002.npy",
+    ]
+    assert two.n_iter_ == one.n_iter_ == 200
+    assert _rel(one.history_["loss"], two.history_["loss"]) < 1e-10
+    assert _rel(one.U_, two.U_) < 1e-10 and _rel(one.V_, two.V_) < 1e-10
+    r, c, _, _ = _problem()
+    assert _rel(one.predict(r, c), two.predict(r, c)) < 1e-10
