@@ -52,7 +52,7 @@ def _problem():
 
 
 def _estimators() -> dict:
-    kw = dict(max_iter=200, check_every=25, tol=0.0, random_state=3, device="cpu")
+    kw = dict(max_iter=200, check_every=25, tol=0.0, solver="gd", random_state=3, device="cpu")
     kw["dtype"] = "float64"
     return {
         "compressed": CompressedDeepMatrixCompletion(rank=3, **kw),

@@ -126,7 +126,9 @@ def test_fit_in_a_world_of_one_is_the_estimators_fit(tmp_path):
     from deepmc import CompressedDeepMatrixCompletion
     from deepmc.distributed import fit, load_model
 
-    est = CompressedDeepMatrixCompletion(rank=2, max_iter=60, check_every=20, random_state=1)
+    est = CompressedDeepMatrixCompletion(
+        rank=2, max_iter=60, check_every=20, solver="gd", random_state=1
+    )
     with pytest.warns(ConvergenceWarning):
         ref = clone(est).fit(_small())
     with pytest.warns(ConvergenceWarning):

@@ -37,6 +37,11 @@ What stays single-process, and why:
   biases beforehand, then fit the residual triplets with ``deepmc fit``;
 * ``early_stopping``, ``eval_set`` and ``warm_start``: whole-matrix evaluations or
   states (resume from a checkpoint instead of a warm start).
+* pruning and the plateau-aware stop rule of ``solver="auto"``: they analyse the whole
+  factor ``U`` and the residual's spectrum. The distributed fit runs plain gradient
+  descent (``solver="gd"``, with ε from ``tol`` when ``init_scale="auto"``) and stops
+  when the fitted values change by at most ``tol``; on a matrix whose spectrum is far
+  from flat, check the single-process fit of a sample first, or raise ``max_iter``.
 
 Ctrl-C under ``torchrun`` ends the job (torchrun stops the workers); restart it to
 resume from the last checkpoint. Checkpoints resume exactly for ``optimizer="gd"``;

@@ -309,7 +309,9 @@ def fit(
     _check_supported(estimator)
     t_start = time.perf_counter()
     part = shard.partition
-    init_scale = estimator._resolve_init_scale()
+    # plain GD (the fidelity mode, solver="gd"): pruning and the plateau-aware stop rule
+    # analyse the whole factor U, which no rank holds; ε follows the rule without pruning
+    init_scale = clone(estimator).set_params(solver="gd")._resolve_init_scale()
     network = _sharded_network(estimator, init_scale, comm, part.shape)
     device = resolve_device(estimator.device)
     if device.type == "cuda" and comm.device.type == "cuda":
