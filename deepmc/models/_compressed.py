@@ -394,6 +394,11 @@ class CompressedNetwork:
         return {"cores": cores, "factors": [U, V]}
 
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+        """As :func:`compressed_residual_and_grads` with ``reuse=True``.
+
+        The residual and the gradients of ``U`` and ``V`` live in buffers of
+        ``data.pattern`` that the next call overwrites: the solver copies what it keeps.
+        """
         U, V = params["factors"]
         resid, gU, gV, gcores = compressed_residual_and_grads(
             data.pattern, data.y, data.sampling_scale, U, V, params["cores"], reuse=True
