@@ -27,6 +27,8 @@ __all__ = ["RatingsCompletion", "fit_biases"]
 
 #: Sweeps of the alternating bias updates; the estimate changes by < 1e-4 after ~5.
 _BIAS_SWEEPS = 10
+#: Residuals below this (relative to the mean rating) count as exactly explained.
+_ZERO_RESIDUAL = 1e-9
 
 
 def fit_biases(
@@ -93,6 +95,60 @@ def fit_biases(
     np.nan_to_num(item_bias, copy=False)
     np.nan_to_num(user_bias, copy=False)
     return mean, user_bias, item_bias
+
+
+def _positions(mask: np.ndarray, limit: int = 5) -> str:
+    """``"3 (at positions [0, 7, 9])"``: the count and the first positions of ``mask``."""
+    where = np.flatnonzero(mask)
+    shown = ", ".join(str(k) for k in where[:limit]) + (", ..." if where.size > limit else "")
+    return f"{where.size} (at positions [{shown}])"
+
+
+def _check_ids(ids: np.ndarray, name: str) -> np.ndarray:
+    """``ids`` as a 1-D array, rejecting missing ids (NaN, None, NaT) by name and position.
+
+    A NaN id would otherwise become a user called ``"nan"`` (after a string conversion) or
+    make the sorting of the ids fail with a bare ``TypeError``.
+    """
+    ids = np.asarray(ids)
+    missing = np.asarray(pd.isna(ids), dtype=bool).reshape(ids.shape)
+    if missing.any():
+        raise ValueError(
+            f"{name}: found {_positions(missing)} missing ids (NaN or None); drop or fill "
+            "those rows first."
+        )
+    return ids
+
+
+def _encode_ids(ids: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct ids and the index of each id among them."""
+    try:
+        labels, codes = np.unique(ids, return_inverse=True)
+    except TypeError as exc:
+        kinds = sorted({type(v).__name__ for v in ids.ravel().tolist()})
+        raise ValueError(
+            f"{name}: ids must be mutually sortable, got a mix of types {kinds}; convert "
+            f"them to one type (e.g. all str) first."
+        ) from exc
+    return labels, codes.astype(np.int64).ravel()
+
+
+def _check_unique_pairs(
+    rows: np.ndarray, cols: np.ndarray, users: np.ndarray, items: np.ndarray
+) -> None:
+    """Reject a (user, item) pair rated more than once, naming the first one."""
+    key = rows * np.int64(items.shape[0]) + cols
+    dup = pd.Index(key).duplicated(keep=False)
+    if dup.any():
+        first = np.flatnonzero(dup)[0]
+        at = np.flatnonzero(key == key[first])
+        n_pairs = int(pd.Index(key[dup]).nunique())
+        raise ValueError(
+            f"X: {n_pairs} (user, item) pair(s) are rated more than once, e.g. user "
+            f"{users[rows[first]]!r} and item {items[cols[first]]!r} at positions "
+            f"{at[:5].tolist()}. Aggregate them first, e.g. "
+            "df.groupby(['user', 'item'], as_index=False)['rating'].mean()."
+        )
 
 
 class RatingsCompletion(BaseEstimator):
@@ -328,17 +384,23 @@ class RatingsCompletion(BaseEstimator):
                     f"ratings: expected {users.shape[0]} values (one per (user, item) pair), "
                     f"got shape {ratings.shape}."
                 )
-            if not np.all(np.isfinite(ratings)):
-                raise ValueError("ratings: found NaN or infinite values; drop those rows.")
+            bad = ~np.isfinite(ratings)
+            if bad.any():
+                raise ValueError(
+                    f"ratings: found {_positions(bad)} NaN or infinite values; drop those "
+                    "rows first."
+                )
         elif need_ratings:
             raise ValueError(
                 "fit: no ratings given; pass a DataFrame with a 'rating' column, an (N, 3) "
                 "array, or (user, item) pairs with y=ratings."
             )
-        return users, items, ratings
+        return _check_ids(users, "user"), _check_ids(items, "item"), ratings
 
     # ------------------------------------------------------------------ fit
-    def _make_network(self) -> CompressedDeepMatrixCompletion | DeepMatrixCompletion:
+    def _make_network(
+        self, shape: tuple[int, int]
+    ) -> CompressedDeepMatrixCompletion | DeepMatrixCompletion:
         common = {
             "depth": self.depth,
             "init_scale": self.init_scale,
@@ -356,7 +418,8 @@ class RatingsCompletion(BaseEstimator):
             "n_iter_no_change": self.n_iter_no_change,
             **(self.network_params or {}),
         }
-        return make_estimator(self.network, rank=self.rank, **common)
+        # rank is an over-estimate: on a table narrower than 2*rank, use what fits.
+        return make_estimator(self.network, rank=min(self.rank, min(shape) // 2), **common)
 
     def fit(self, X: Any, y: Any = None) -> RatingsCompletion:
         """Fit the biases and the network to a table of ratings.
@@ -379,9 +442,9 @@ class RatingsCompletion(BaseEstimator):
         users, items, ratings = self._pairs(X, y, need_ratings=True)
         if ratings.shape[0] == 0:
             raise ValueError("X: no ratings; at least one is needed.")
-        self.users_, rows = np.unique(users, return_inverse=True)
-        self.items_, cols = np.unique(items, return_inverse=True)
-        rows, cols = rows.astype(np.int64).ravel(), cols.astype(np.int64).ravel()
+        self.users_, rows = _encode_ids(users, "user")
+        self.items_, cols = _encode_ids(items, "item")
+        _check_unique_pairs(rows, cols, self.users_, self.items_)
         shape = (self.users_.shape[0], self.items_.shape[0])
         # The validation slice is held out of every stage (biases and network), so the
         # validation RMSE that chooses the stopping step is an honest held-out estimate.
@@ -403,7 +466,14 @@ class RatingsCompletion(BaseEstimator):
         self.item_bias_ = item_bias
         self.rating_range_ = (float(ratings.min()), float(ratings.max()))
         residual = ratings - mean - user_bias[rows] - item_bias[cols]
-        self.network_ = clone(self._make_network()).fit(
+        if min(shape) < 2 or np.all(np.abs(residual) <= _ZERO_RESIDUAL * max(1.0, abs(mean))):
+            # One user or one item (the biases fit every rating), or ratings the biases
+            # already explain exactly: there is no interaction left for a network.
+            self.network_ = None
+            self.n_iter_ = self.best_iteration_ = 0
+            self.history_ = pd.DataFrame()
+            return self
+        self.network_ = clone(self._make_network(shape)).fit(
             (rows[fit_], cols[fit_], residual[fit_], shape),
             validation_set=(rows[val], cols[val], residual[val], shape),
         )
@@ -439,7 +509,7 @@ class RatingsCompletion(BaseEstimator):
         check_is_fitted(self)
         if items is None:
             users, items, _ = self._pairs(users, None, need_ratings=False)
-        users, items = np.asarray(users), np.asarray(items)
+        users, items = _check_ids(users, "user"), _check_ids(items, "item")
         if users.shape != items.shape or users.ndim != 1:
             raise ValueError(
                 f"predict: users and items must be 1-D of equal length, got shapes "
@@ -451,7 +521,7 @@ class RatingsCompletion(BaseEstimator):
         pred[known_u] += self.user_bias_[rows[known_u]]
         pred[known_i] += self.item_bias_[cols[known_i]]
         both = known_u & known_i
-        if both.any():
+        if both.any() and self.network_ is not None:
             pred[both] += self.network_.predict(rows[both], cols[both])
         return np.clip(pred, *self.rating_range_)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -14,7 +15,16 @@ from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, Ratings
 from deepmc.datasets import load_movielens
 from deepmc.ratings import fit_biases
 
-ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
+
+def _find_ml100k() -> Path:
+    """u.data under $DEEPMC_DATA if it is there, else the copy next to the repository."""
+    env = os.environ.get("DEEPMC_DATA")
+    if env and (Path(env) / "ml-100k" / "u.data").exists():
+        return Path(env) / "ml-100k" / "u.data"
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
+
+
+ML100K = _find_ml100k()
 
 
 def make_ratings(seed: int = 0, n_users: int = 30, n_items: int = 20) -> pd.DataFrame:
@@ -184,3 +194,86 @@ def test_movielens_100k_rmse(one_thread):
     rmse = -model.score(test)
     assert rmse <= 0.93, rmse
     assert model.best_iteration_ < model.n_iter_  # stopped early, best state restored
+
+
+# ---------------------------------------------------------------- bad input, nothing lost
+@pytest.mark.parametrize("column", ["user", "item"])
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_missing_ids_name_the_column_and_positions(ratings, column, missing):
+    bad = ratings.astype({column: object})
+    bad.loc[[3, 8], column] = missing
+    with pytest.raises(ValueError, match=rf"{column}: found 2 \(at positions \[3, 8\]\) missing"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_nan_float_user_ids_are_not_a_user_called_nan(ratings):
+    bad = ratings.assign(user=ratings["user"].str[1:].astype(float))
+    bad.loc[5, "user"] = np.nan
+    with pytest.raises(ValueError, match=r"user: found 1 \(at positions \[5\]\)"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_missing_ids_at_predict(fitted):
+    with pytest.raises(ValueError, match=r"item: found 1 \(at positions \[1\]\) missing"):
+        fitted.predict(["u00", "u01"], [1000, None])
+
+
+def test_unsortable_ids(ratings):
+    bad = ratings.astype({"user": object})
+    bad.loc[0, "user"] = 7
+    with pytest.raises(ValueError, match=r"user: ids must be mutually sortable.*'int', 'str'"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_nan_ratings_name_count_and_positions(ratings):
+    bad = ratings.copy()
+    bad.loc[[2, 4, 6], "rating"] = [np.nan, np.inf, np.nan]
+    with pytest.raises(ValueError, match=r"ratings: found 3 \(at positions \[2, 4, 6\]\) NaN"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_duplicate_pairs_are_an_error_with_the_hint_to_aggregate(ratings):
+    doubled = pd.concat([ratings, ratings.iloc[[7, 2]]], ignore_index=True)
+    n = len(ratings)
+    first = ratings.iloc[2]
+    with pytest.raises(ValueError, match=r"2 \(user, item\) pair\(s\) are rated more") as info:
+        RatingsCompletion(**FAST).fit(doubled)
+    message = str(info.value)
+    assert f"user {first['user']!r} and item {first['item']!r} at positions [2, {n + 1}]" in message
+    assert "groupby(['user', 'item']" in message
+    # The suggested aggregation is accepted.
+    agg = doubled.groupby(["user", "item"], as_index=False)["rating"].mean()
+    RatingsCompletion(**FAST).fit(agg)
+
+
+def test_inputs_are_not_modified(ratings):
+    frame = ratings.copy()
+    frame_before = frame.copy(deep=True)
+    pairs = ratings[["user", "item"]].to_numpy()
+    values = ratings["rating"].to_numpy().copy()
+    pairs_before, values_before = pairs.copy(), values.copy()
+    model = RatingsCompletion(**FAST).fit(frame)
+    model.predict(frame[["user", "item"]])
+    model.score(frame)
+    RatingsCompletion(**FAST).fit(pairs, values).predict(pairs[:, 0], pairs[:, 1])
+    pd.testing.assert_frame_equal(frame, frame_before)
+    np.testing.assert_array_equal(pairs, pairs_before)
+    np.testing.assert_array_equal(values, values_before)
+
+
+def test_constant_ratings_predict_the_constant(ratings):
+    model = RatingsCompletion(**FAST).fit(ratings.assign(rating=4.0))
+    pred = model.predict(ratings[["user", "item"]])
+    np.testing.assert_allclose(pred, 4.0)
+    assert model.predict(["someone new"], [12345])[0] == 4.0
+
+
+def test_single_user_is_the_bias_model():
+    items = np.arange(12)
+    rating = np.array([5, 4, 3, 5, 1, 2, 4, 4, 3, 5, 2, 1], dtype=float)
+    table = pd.DataFrame({"user": "only", "item": items, "rating": rating})
+    model = RatingsCompletion(**FAST).fit(table)
+    assert model.network_ is None and model.n_iter_ == 0
+    pred = model.predict(["only"] * 12, items)
+    expected = model.global_mean_ + model.user_bias_[0] + model.item_bias_
+    np.testing.assert_allclose(pred, np.clip(expected, 1, 5))
