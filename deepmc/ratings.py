@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion, make_estimator
 
-__all__ = ["RatingsCompletion", "fit_biases"]
+__all__ = ["RatingsCompletion", "fit_biases", "fit_member", "validation_folds"]
 
 #: Sweeps of the alternating bias updates; the estimate changes by < 1e-4 after ~5.
 _BIAS_SWEEPS = 10
@@ -95,6 +95,104 @@ def fit_biases(
     np.nan_to_num(item_bias, copy=False)
     np.nan_to_num(user_bias, copy=False)
     return mean, user_bias, item_bias
+
+
+def validation_folds(
+    n_ratings: int,
+    validation_fraction: float,
+    n_members: int,
+    *,
+    random_state: np.random.RandomState,
+) -> list[tuple[np.ndarray, int]]:
+    """Disjoint validation slices, one per ensemble member, and each member's seed.
+
+    The ratings are permuted once; member ``k`` holds out slice ``k`` of
+    ``round(validation_fraction * n_ratings)`` ratings, so that the members stop on
+    different ratings and, together, every rating of up to ``1 / validation_fraction``
+    members trains most of them (cross-fitting, as in K-fold bagging).
+
+    Parameters
+    ----------
+    n_ratings : int
+    validation_fraction : float
+    n_members : int
+    random_state : numpy.random.RandomState
+
+    Returns
+    -------
+    list of (ndarray of bool of shape (n_ratings,), int)
+        The validation mask and the seed of each member.
+    """
+    n_val = round(validation_fraction * n_ratings)
+    if n_val < 1 or n_val >= n_ratings:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} leaves {n_ratings - n_val} training "
+            f"and {n_val} validation ratings out of {n_ratings}; both must be at least 1."
+        )
+    if n_members * n_val > n_ratings:
+        raise ValueError(
+            f"n_estimators={n_members} disjoint validation slices of {n_val} ratings "
+            f"(validation_fraction={validation_fraction}) need {n_members * n_val} ratings, "
+            f"got {n_ratings}; use at most {n_ratings // n_val} estimators or a smaller "
+            "validation_fraction."
+        )
+    perm = random_state.permutation(n_ratings)
+    seeds = random_state.randint(np.iinfo(np.int32).max, size=n_members)
+    folds = []
+    for k in range(n_members):
+        is_val = np.zeros(n_ratings, dtype=bool)
+        is_val[perm[k * n_val : (k + 1) * n_val]] = True
+        folds.append((is_val, int(seeds[k])))
+    return folds
+
+
+def fit_member(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    ratings: np.ndarray,
+    shape: tuple[int, int],
+    is_val: np.ndarray,
+    *,
+    bias_reg: float,
+    network: Any,
+) -> tuple[float, np.ndarray, np.ndarray, Any]:
+    """Biases, then the network on their residuals, both without the validation slice.
+
+    The slice is held out of every stage, so the validation RMSE that chooses the
+    stopping step of the network is an honest held-out estimate.
+
+    Parameters
+    ----------
+    rows, cols : ndarray of int of shape (N,)
+    ratings : ndarray of shape (N,)
+    shape : tuple of (int, int)
+    is_val : ndarray of bool of shape (N,)
+        The validation slice.
+    bias_reg : float
+        λ of :func:`fit_biases`.
+    network : estimator
+        An unfitted deepmc network; fitted with ``validation_set`` = the slice.
+
+    Returns
+    -------
+    mean, user_bias, item_bias
+        As in :func:`fit_biases`.
+    network : estimator or None
+        Fitted; ``None`` when nothing is left for it: one user or one item (the biases
+        then fit every rating), or residuals that are zero to rounding.
+    """
+    fit_ = ~is_val
+    mean, user_bias, item_bias = fit_biases(
+        rows[fit_], cols[fit_], ratings[fit_], shape, reg=bias_reg
+    )
+    residual = ratings - mean - user_bias[rows] - item_bias[cols]
+    if min(shape) < 2 or np.all(np.abs(residual) <= _ZERO_RESIDUAL * max(1.0, abs(mean))):
+        return mean, user_bias, item_bias, None
+    network.fit(
+        (rows[fit_], cols[fit_], residual[fit_], shape),
+        validation_set=(rows[is_val], cols[is_val], residual[is_val], shape),
+    )
+    return mean, user_bias, item_bias, network
 
 
 def _positions(mask: np.ndarray, limit: int = 5) -> str:
@@ -295,6 +393,7 @@ class RatingsCompletion(BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "bias_reg": [Interval(Real, 0, None, closed="left")],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "check_every": [Interval(Integral, 1, None, closed="left")],
@@ -317,6 +416,7 @@ class RatingsCompletion(BaseEstimator):
         lr: float = 0.05,
         weight_decay: float = 0.0,
         bias_reg: float = 5.0,
+        n_estimators: int = 5,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 30,
         check_every: int = 10,
@@ -335,6 +435,7 @@ class RatingsCompletion(BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.bias_reg = bias_reg
+        self.n_estimators = n_estimators
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.check_every = check_every
@@ -446,40 +547,37 @@ class RatingsCompletion(BaseEstimator):
         self.items_, cols = _encode_ids(items, "item")
         _check_unique_pairs(rows, cols, self.users_, self.items_)
         shape = (self.users_.shape[0], self.items_.shape[0])
-        # The validation slice is held out of every stage (biases and network), so the
-        # validation RMSE that chooses the stopping step is an honest held-out estimate.
-        N = ratings.shape[0]
-        n_val = round(self.validation_fraction * N)
-        if n_val < 1 or n_val >= N:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves {N - n_val} training "
-                f"and {n_val} validation ratings out of {N}; both must be at least 1."
-            )
-        is_val = np.zeros(N, dtype=bool)
-        is_val[check_random_state(self.random_state).permutation(N)[:n_val]] = True
-        fit_, val = ~is_val, is_val
-        mean, user_bias, item_bias = fit_biases(
-            rows[fit_], cols[fit_], ratings[fit_], shape, reg=float(self.bias_reg)
+        folds = validation_folds(
+            ratings.shape[0],
+            self.validation_fraction,
+            self.n_estimators,
+            random_state=check_random_state(self.random_state),
         )
-        self.global_mean_ = mean
-        self.user_bias_ = user_bias
-        self.item_bias_ = item_bias
         self.rating_range_ = (float(ratings.min()), float(ratings.max()))
-        residual = ratings - mean - user_bias[rows] - item_bias[cols]
-        if min(shape) < 2 or np.all(np.abs(residual) <= _ZERO_RESIDUAL * max(1.0, abs(mean))):
-            # One user or one item (the biases fit every rating), or ratings the biases
-            # already explain exactly: there is no interaction left for a network.
-            self.network_ = None
-            self.n_iter_ = self.best_iteration_ = 0
-            self.history_ = pd.DataFrame()
-            return self
-        self.network_ = clone(self._make_network(shape)).fit(
-            (rows[fit_], cols[fit_], residual[fit_], shape),
-            validation_set=(rows[val], cols[val], residual[val], shape),
-        )
-        self.n_iter_ = self.network_.n_iter_
-        self.best_iteration_ = self.network_.best_iteration_
-        self.history_ = self.network_.history_
+        members = [
+            fit_member(
+                rows,
+                cols,
+                ratings,
+                shape,
+                is_val,
+                bias_reg=float(self.bias_reg),
+                network=clone(self._make_network(shape)).set_params(random_state=seed),
+            )
+            for is_val, seed in folds
+        ]
+        # Predictions are linear in the members' terms until the final clip, so the
+        # averaged biases are exactly the bias part of the averaged prediction.
+        self.global_mean_ = float(np.mean([m[0] for m in members]))
+        self.user_bias_ = np.mean([m[1] for m in members], axis=0)
+        self.item_bias_ = np.mean([m[2] for m in members], axis=0)
+        self.networks_ = [m[3] for m in members]
+        self.network_ = self.networks_[0]
+        fitted = [net for net in self.networks_ if net is not None]
+        self.n_iter_ = int(sum(net.n_iter_ for net in fitted))
+        self.best_iterations_ = np.array([net.best_iteration_ for net in fitted], dtype=np.int64)
+        self.best_iteration_ = int(self.best_iterations_[0]) if fitted else 0
+        self.history_ = self.network_.history_ if self.network_ is not None else pd.DataFrame()
         return self
 
     # ------------------------------------------------------------------ predict
@@ -521,8 +619,12 @@ class RatingsCompletion(BaseEstimator):
         pred[known_u] += self.user_bias_[rows[known_u]]
         pred[known_i] += self.item_bias_[cols[known_i]]
         both = known_u & known_i
-        if both.any() and self.network_ is not None:
-            pred[both] += self.network_.predict(rows[both], cols[both])
+        fitted = [net for net in self.networks_ if net is not None]
+        if both.any() and fitted:
+            # The members' network terms averaged (a missing network contributes 0).
+            pred[both] += sum(net.predict(rows[both], cols[both]) for net in fitted) / len(
+                self.networks_
+            )
         return np.clip(pred, *self.rating_range_)
 
     def score(self, X: Any, y: Any = None) -> float:

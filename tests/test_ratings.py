@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
 from deepmc.datasets import load_movielens
-from deepmc.ratings import fit_biases
+from deepmc.ratings import fit_biases, validation_folds
 
 
 def _find_ml100k() -> Path:
@@ -44,7 +45,14 @@ def make_ratings(seed: int = 0, n_users: int = 30, n_items: int = 20) -> pd.Data
 
 # A large step and short patience keep these tiny fits to ~100 steps; the defaults are
 # exercised on MovieLens below.
-FAST = {"lr": 0.5, "check_every": 5, "n_iter_no_change": 10, "rank": 2, "random_state": 0}
+FAST = {
+    "lr": 0.5,
+    "check_every": 5,
+    "n_iter_no_change": 10,
+    "rank": 2,
+    "n_estimators": 2,
+    "random_state": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +113,8 @@ def test_unseen_users_and_items(fitted):
     assert pred[0] == pytest.approx(np.clip(mu + fitted.item_bias_[5], lo, hi))
     assert pred[1] == pytest.approx(np.clip(mu + fitted.user_bias_[3], lo, hi))
     assert pred[2] == pytest.approx(np.clip(mu, lo, hi))
-    known = mu + fitted.user_bias_[3] + fitted.item_bias_[5] + fitted.network_.predict([3], [5])
+    network = np.mean([net.predict([3], [5]) for net in fitted.networks_])
+    known = mu + fitted.user_bias_[3] + fitted.item_bias_[5] + np.array([network])
     assert pred[3] == pytest.approx(np.clip(known[0], lo, hi))
 
 
@@ -113,7 +122,8 @@ def test_predictions_are_clipped_to_the_training_range(ratings, fitted, monkeypa
     assert fitted.rating_range_ == (ratings["rating"].min(), ratings["rating"].max())
     users, items = ratings["user"], ratings["item"]
     for shift, bound in ((100.0, fitted.rating_range_[1]), (-100.0, fitted.rating_range_[0])):
-        monkeypatch.setattr(fitted.network_, "predict", lambda r, c, s=shift: np.full(len(r), s))
+        for net in fitted.networks_:
+            monkeypatch.setattr(net, "predict", lambda r, c, s=shift: np.full(len(r), s))
         np.testing.assert_array_equal(fitted.predict(users, items), bound)
         monkeypatch.undo()
     pred = fitted.predict(users, items)
@@ -273,7 +283,51 @@ def test_single_user_is_the_bias_model():
     rating = np.array([5, 4, 3, 5, 1, 2, 4, 4, 3, 5, 2, 1], dtype=float)
     table = pd.DataFrame({"user": "only", "item": items, "rating": rating})
     model = RatingsCompletion(**FAST).fit(table)
-    assert model.network_ is None and model.n_iter_ == 0
+    assert model.networks_ == [None, None] and model.n_iter_ == 0
     pred = model.predict(["only"] * 12, items)
     expected = model.global_mean_ + model.user_bias_[0] + model.item_bias_
     np.testing.assert_allclose(pred, np.clip(expected, 1, 5))
+
+
+# ---------------------------------------------------------------- the ensemble
+def test_members_hold_out_disjoint_slices_and_are_averaged(ratings, fitted):
+    n = len(ratings)
+    folds = validation_folds(n, 0.1, 3, random_state=np.random.RandomState(0))
+    masks = np.array([mask for mask, _ in folds])
+    assert masks.sum(axis=1).tolist() == [round(0.1 * n)] * 3
+    assert masks.sum(axis=0).max() == 1  # disjoint
+    assert len({seed for _, seed in folds}) == 3
+    # The fitted model is the average of its members' predictions, then clipped.
+    users, items = ratings["user"], ratings["item"]
+    rows, cols = fitted._index(users, items)
+    folds = validation_folds(n, 0.1, 2, random_state=np.random.RandomState(0))
+    terms = []
+    for (is_val, _), net in zip(folds, fitted.networks_, strict=True):
+        keep = ~is_val
+        mu, bu, bi = fit_biases(
+            rows[keep],
+            cols[keep],
+            ratings["rating"].to_numpy()[keep],
+            (len(fitted.users_), len(fitted.items_)),
+        )
+        terms.append(mu + bu[rows] + bi[cols] + net.predict(rows, cols))
+    np.testing.assert_allclose(fitted.predict(users, items), np.clip(np.mean(terms, 0), 1, 5))
+    assert fitted.best_iterations_.shape == (2,)
+    assert fitted.n_iter_ == sum(net.n_iter_ for net in fitted.networks_)
+
+
+def test_too_many_members_for_the_validation_slices(ratings):
+    with pytest.raises(ValueError, match=r"n_estimators=11 disjoint validation slices"):
+        RatingsCompletion(**{**FAST, "n_estimators": 11}).fit(ratings)
+
+
+def test_grid_search_over_ratings_completion(ratings):
+    """GridSearchCV drives RatingsCompletion through get_params/set_params and score."""
+    grid = GridSearchCV(
+        RatingsCompletion(**FAST), {"rank": [1, 2], "weight_decay": [0.0, 1e-2]}, cv=2
+    ).fit(ratings)
+    assert set(grid.best_params_) == {"rank", "weight_decay"}
+    assert grid.cv_results_["mean_test_score"].shape == (4,)
+    assert np.all(grid.cv_results_["mean_test_score"] < 0)  # negative RMSE
+    assert grid.best_estimator_.rank == grid.best_params_["rank"]
+    assert grid.score(ratings) == pytest.approx(grid.best_estimator_.score(ratings))
