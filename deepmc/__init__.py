@@ -9,6 +9,7 @@ from ._base import DivergenceError
 from ._validation import Observations
 from .metrics import recovery_error, relative_error, rmse
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+from .plotting import SingularValuesDisplay, plot_history
 from .ratings import RatingsCompletion
 
 __version__ = "0.1.0"
@@ -19,7 +20,9 @@ __all__ = [
     "DivergenceError",
     "Observations",
     "RatingsCompletion",
+    "SingularValuesDisplay",
     "__version__",
+    "plot_history",
     "recovery_error",
     "relative_error",
     "rmse",

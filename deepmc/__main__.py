@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -10,14 +11,17 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Fit the compressed and the full-width network to a synthetic problem."""
     import warnings
 
     from sklearn.base import clone
 
+    from .compare._cli import check_device
     from .datasets import make_problem
     from .models import make_estimator
+
+    check_device(parser, args.device)
 
     problem = make_problem(args.problem, random_state=args.seed)
     m, n = problem.shape
@@ -59,25 +63,36 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``deepmc`` console script."""
+    """Entry point of the ``deepmc`` console script.
+
+    Parameters
+    ----------
+    argv : sequence of str, default=None
+        The arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status (argparse exits with status 2 on a usage error).
+    """
+    from . import __version__
+    from .compare import configure_parser
+    from .compare._cli import device_name, nonnegative_int
+
     parser = argparse.ArgumentParser(
         prog="deepmc", description="Deep matrix completion with compressed deep linear networks."
     )
+    parser.add_argument("--version", action="version", version=f"deepmc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="fit the compressed and full-width networks to a reference problem"
     )
     demo.add_argument("--problem", default="A", choices=["A", "B"], help="reference problem")
-    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--verbose", type=int, default=0)
-    demo.set_defaults(func=_demo)
-    try:
-        from .compare import configure_parser
-    except ImportError:  # pragma: no cover - compare not installed in this build
-        pass
-    else:
-        configure_parser(sub.add_parser("compare", help="compare networks on one problem"))
+    demo.add_argument("--device", type=device_name, default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--seed", type=nonnegative_int, default=0)
+    demo.add_argument("--verbose", type=nonnegative_int, default=0)
+    demo.set_defaults(func=functools.partial(_demo, demo))
+    configure_parser(sub.add_parser("compare", help="compare networks on one problem"))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -81,3 +81,97 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued CUDA work (no-op on the CPU); used around timings."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------
+# Host memory probes. Everything platform-specific is guarded: ``/proc`` exists on Linux
+# only, ``resource`` on POSIX only, ``os.sysconf`` names vary; where a figure cannot be
+# read the functions return ``None`` instead of raising.
+
+
+def _proc_status_kib(key: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or ``None``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reset_host_peak() -> bool:
+    """Reset this process's resident-memory high-water mark, where the OS allows it.
+
+    Returns
+    -------
+    bool
+        ``True`` if the mark was reset (Linux: ``/proc/self/clear_refs``) and can be read
+        back with :func:`host_peak_kib`; ``False`` elsewhere.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return _proc_status_kib("VmHWM") is not None
+
+
+def host_rss_kib() -> int | None:
+    """Resident memory of this process in KiB (Linux), else ``None``."""
+    return _proc_status_kib("VmRSS")
+
+
+def max_rss_kib() -> int | None:
+    """``ru_maxrss`` of this process in KiB (a lifetime maximum), or ``None`` without it.
+
+    ``resource`` is POSIX-only (absent on Windows); macOS reports bytes, Linux KiB.
+    """
+    import sys
+
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def host_peak_kib(exact: bool) -> int | None:
+    """The resident-memory high-water mark in KiB.
+
+    Parameters
+    ----------
+    exact : bool
+        The value :func:`reset_host_peak` returned: read the reset mark (``VmHWM``);
+        otherwise, or if that fails, fall back to :func:`max_rss_kib`.
+
+    Returns
+    -------
+    int or None
+        ``None`` where neither figure exists.
+    """
+    hwm = _proc_status_kib("VmHWM") if exact else None
+    return hwm if hwm is not None else max_rss_kib()
+
+
+def available_host_bytes() -> int | None:
+    """Memory available to a new allocation, in bytes, or ``None`` if unknown.
+
+    ``MemAvailable`` of ``/proc/meminfo`` on Linux, else the physical memory from
+    ``os.sysconf`` where the platform has those names (``None`` on Windows).
+    """
+    import os
+
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -1,4 +1,4 @@
-"""Smoke test of the asv suite (issue 3): every benchmark runs on the cheap parameters.
+"""Smoke test of the asv suite: every benchmark runs on the cheap parameters.
 
 The suite is imported as asv imports it (the ``benchmarks`` package at the repository
 root) under the ``fast`` profile; each benchmark's ``setup`` and one call run for the

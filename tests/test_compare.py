@@ -1,4 +1,4 @@
-"""Issue 3: ``deepmc compare`` — files, table and figures on problem A, skips, ratings."""
+"""``deepmc compare``: files, table and figures on problem A, skips, ratings."""
 
 from __future__ import annotations
 
@@ -228,3 +228,21 @@ def test_console_script_prints_the_table(tmp_path, capsys):
     assert lines[header + 1].split()[0] == "narrow"
     assert lines[header + 2].split()[0] == "compressed"
     assert (tmp_path / "summary.csv").exists()
+
+
+def test_compare_accepts_a_loaded_task_and_leaves_it_alone(tmp_path):
+    task = load_task("20x20,rank=2", rank=3)
+    lines = []
+    table = compare(
+        task,
+        methods=["compressed"],
+        init_scale=0.05,
+        max_iter=5,
+        check_every=5,
+        device="cpu",
+        output_dir=tmp_path,
+        log=lines.append,
+    )
+    assert table.attrs["rank"] == 3 and table["iterations"].tolist() == [5]
+    assert "r̂=3, depth 3, ε=0.05, seed 0" in lines[0]
+    assert task.init_scale is None  # the caller's task is not modified

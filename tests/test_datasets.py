@@ -1,4 +1,4 @@
-"""Issue 3: synthetic problems, the reference problems, and the MovieLens loader."""
+"""Synthetic problems, the reference problems, and the MovieLens loader."""
 
 from __future__ import annotations
 

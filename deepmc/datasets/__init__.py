@@ -1,0 +1,33 @@
+"""Synthetic low-rank problems, the reference problems (README), and ratings data.
+
+Targets follow the papers: the ``r`` singular values of a Gaussian matrix at spread-out
+indices ``0, d/(2r), 2d/(2r), …`` together with its singular vectors. Observed sets are
+sampled as flat indices, so even a 138,493 × 26,744 problem never builds an ``m × n``
+array.
+
+Real ratings come from the GroupLens MovieLens files, read from local disk only
+(:func:`load_movielens`; nothing is downloaded at run time). The top-level ``datasets/``
+folder of the repository lists their sources, checksums and licences.
+"""
+
+from ._movielens import MOVIELENS, Ratings, data_home, load_movielens  # noqa: F401
+from ._synthetic import (
+    PROBLEMS,
+    CompletionProblem,
+    LowRankMatrix,
+    low_rank_matrix,
+    make_problem,
+    sample_entries,
+)
+
+__all__ = [
+    "MOVIELENS",
+    "PROBLEMS",
+    "CompletionProblem",
+    "LowRankMatrix",
+    "Ratings",
+    "load_movielens",
+    "low_rank_matrix",
+    "make_problem",
+    "sample_entries",
+]
