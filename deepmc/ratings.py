@@ -286,7 +286,9 @@ class RatingsCompletion(BaseEstimator):
         :class:`~deepmc.DeepMatrixCompletion` at full width ``max(n_users, n_items)``
         (dense ``O(L·d³)`` steps: slow on large tables), or at width ``2*rank``.
     depth : int, default=3
-        Number of layers / cores ``L``.
+        Number of layers / cores ``L``. On validation slices of MovieLens-100K training
+        ratings (rank 10, one fit, five splits) depth 2, 3, 4 gave RMSEs 0.9322, 0.9283,
+        0.9302.
     init_scale : float, default=0.1
         ε relative to σ₁^{1/L} (the networks normalise the residual matrix by σ₁). The
         synthetic default ``tol^{1/L}`` aims at exact recovery; here the noise floor is
@@ -304,10 +306,11 @@ class RatingsCompletion(BaseEstimator):
         escape from the plateau (a direction grows only while ``σ ε^{L−2} > λ``):
         ``weight_decay=0.01`` at ε = 0.01 kept the network at zero, and at ε = 0.1 the
         values 1e-3 – 1e-2 changed the test RMSE by < 0.001. Early stopping is the
-        regulariser.
+        regulariser: on validation slices (rank 10, one fit, five splits), 0.01, 0.03,
+        0.1 changed the RMSE by −0.0007, +0.0008, +0.018.
     bias_reg : float, default=5.0
         λ of :func:`fit_biases`: a bias counts as if it had ``bias_reg`` extra ratings at
-        the global mean.
+        the global mean (2 and 10 gave validation RMSEs 0.0004 and 0.0021 worse).
     n_estimators : int, default=5
         Number of networks averaged. Member ``k`` holds out its own slice ``k`` of
         ``validation_fraction`` of the training ratings (the slices are disjoint), fits
