@@ -167,7 +167,7 @@ def test_full_network(ratings):
 
 def test_estimator_contract(ratings, fitted):
     est = RatingsCompletion()
-    assert est.get_params()["rank"] == 10 and not hasattr(est, "users_")
+    assert est.get_params()["rank"] == 40 and not hasattr(est, "users_")
     with pytest.raises(Exception, match="not fitted"):
         est.predict(["a"], [1])
     restored = pickle.loads(pickle.dumps(fitted))
