@@ -1,30 +1,40 @@
-"""MovieLens-100K: test RMSE and fit seconds of the three networks.
+"""MovieLens-100K: an ablation of :class:`deepmc.RatingsCompletion`, and classical baselines.
 
-Seeded random 80/20 splits of ``u.data`` (``Ratings.train_test_split``); every network
-goes through the same :class:`deepmc.RatingsCompletion` pipeline (biases, early stopping
-on 10 % of the training ratings, clipping) with its defaults; only ``network`` changes.
-The full-width network (width ``max(n_users, n_items)``, dense ``O(L·d³)`` steps) is
-capped at ``--full-max-iter`` steps; its best state within the cap is kept.
+Seeded random 80/20 splits of ``u.data`` (``Ratings.train_test_split(0.2, random_state=s)``).
+Each ablation row is :class:`~deepmc.RatingsCompletion` with the defaults but for the
+parameters it names; each baseline row is a library or our NumPy biased ALS
+(``benchmarks/ml100k_baselines.py``). Every hyper-parameter a row chooses, it chooses on a
+validation slice of the training ratings; the test ratings are only scored.
 
 Usage::
 
-    .venv/bin/python benchmarks/ml100k_table.py [--seeds 0 1 2] [--networks ...]
-        [--full-max-iter 300] [--data PATH] [--threads N]
+    .venv/bin/python benchmarks/ml100k_table.py [--seeds 0 1 2 3 4] [--rows ROW ...]
+        [--baselines NAME ...] [--data PATH] [--threads N] [--per-seed]
 
-Prints one Markdown row per (seed, network) as it goes, then the means. Wall seconds
-depend on what else runs on the machine; CPU seconds (this process, all threads) less so.
+Prints one line per (row, seed) as it goes (with ``--per-seed``), then a Markdown table:
+test RMSE mean ± sample sd over the seeds, fit seconds (wall and CPU of this process, mean)
+and gradient steps (all members, mean). Wall seconds depend on what else runs on the
+machine; ratios between rows of one run, and step counts, are the comparable figures.
+Rows whose optional library is not installed are skipped with a message.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.exceptions import ConvergenceWarning
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ml100k_baselines import BASELINES, available
 
 from deepmc import RatingsCompletion
 from deepmc.datasets import load_movielens
@@ -32,69 +42,121 @@ from deepmc.datasets import load_movielens
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
 COLUMNS = ["user", "item", "rating"]
 
+#: name -> (label, RatingsCompletion parameters that differ from the defaults).
+ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
+    "previous": ("previous defaults: one fit, rank 10", {"n_estimators": 1, "rank": 10}),
+    "one-fit": ("one fit (n_estimators=1)", {"n_estimators": 1}),
+    "rank10": ("rank 10", {"rank": 10}),
+    "wd": ("weight_decay=0.01", {"weight_decay": 0.01}),
+    "depth2": ("depth 2", {"depth": 2}),
+    "depth4": ("depth 4", {"depth": 4}),
+    "bias-reg2": ("bias_reg=2", {"bias_reg": 2.0}),
+    "float64": ("float64", {"dtype": "float64"}),
+    "narrow": ("narrow network (width 2*rank)", {"network": "narrow"}),
+    "defaults": ("**defaults**", {}),
+}
 
-def run(seed: int, network: str, data: Path, full_max_iter: int) -> dict:
+
+def load_split(data: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The seeded 80/20 split of the ratings, as (train, test) frames with original ids."""
     train, test = load_movielens(data).train_test_split(0.2, random_state=seed)
-    params = {"network": network, "random_state": seed}
-    if network == "full":
-        params["max_iter"] = full_max_iter
-    model = RatingsCompletion(**params)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    return train.frame[COLUMNS], test.frame[COLUMNS]
+
+
+def rmse(pred: np.ndarray, test: pd.DataFrame) -> float:
+    """Root mean squared error against ``test["rating"]``."""
+    return float(np.sqrt(np.mean((pred - test["rating"].to_numpy()) ** 2)))
+
+
+def run_ablation(row: str, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
+    """Fit one ablation row on ``train``; its test RMSE, seconds and steps."""
+    model = RatingsCompletion(**ABLATION[row][1], random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         start, cpu_start = time.perf_counter(), time.process_time()
-        model.fit(train.frame[COLUMNS])
-        seconds = time.perf_counter() - start
-        cpu_seconds = time.process_time() - cpu_start
-    capped = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        model.fit(train)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"rmse": -model.score(test), "seconds": seconds, "cpu": cpu, "steps": model.n_iter_}
+
+
+def run_baseline(name: str, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
+    """Fit one baseline on ``train``; its test RMSE and seconds."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    predict = BASELINES[name][2](train, seed)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {
-        "seed": seed,
-        "network": network,
-        "rmse": -model.score(test.frame[COLUMNS]),
+        "rmse": rmse(predict(test), test),
         "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "n_iter": model.n_iter_,
-        "best": model.best_iteration_,
-        "stop": "max_iter cap" if capped else model.history_["event"].iloc[-1],
+        "cpu": cpu,
+        "steps": np.nan,
+        "chosen": getattr(predict, "chosen", ""),
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--networks",
-        nargs="+",
-        default=["compressed", "narrow", "full"],
-        choices=["compressed", "narrow", "full"],
+def summarize(label: str, results: list[dict]) -> str:
+    """One Markdown row: RMSE mean ± sd, seconds, CPU seconds, steps."""
+    rm = np.array([r["rmse"] for r in results])
+    sd = rm.std(ddof=1) if rm.size > 1 else 0.0
+    steps = np.mean([r["steps"] for r in results])
+    steps_text = "" if np.isnan(steps) else f"{steps:.0f}"
+    return (
+        f"| {label} | {rm.mean():.4f} ± {sd:.4f} | "
+        f"{np.mean([r['seconds'] for r in results]):.1f} | "
+        f"{np.mean([r['cpu'] for r in results]):.1f} | {steps_text} |"
     )
-    parser.add_argument("--full-max-iter", type=int, default=300)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--rows",
+        nargs="*",
+        default=["previous", "one-fit", "rank10", "defaults"],
+        choices=list(ABLATION),
+    )
+    parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=["mean", "biases", "als", "svd", "svdpp", "softimpute"],
+        choices=list(BASELINES),
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    parser.add_argument("--per-seed", action="store_true", help="print every (row, seed)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print("| seed | network | test RMSE | fit s (wall) | fit s (CPU) | steps | best step | stop |")
-    print("|---|---|---|---|---|---|---|---|")
-    rows = []
+    baselines = []
+    for name in args.baselines:
+        reason = available(name)
+        if reason:
+            print(f"{BASELINES[name][0]}: {reason}", flush=True)
+        else:
+            baselines.append(name)
+    jobs = [("ablation", r) for r in args.rows] + [("baseline", b) for b in baselines]
+    results: dict[tuple[str, str], list[dict]] = {job: [] for job in jobs}
     for seed in args.seeds:
-        for network in args.networks:
-            r = run(seed, network, args.data, args.full_max_iter)
-            rows.append(r)
-            print(
-                f"| {r['seed']} | {r['network']} | {r['rmse']:.4f} | {r['seconds']:.1f} | "
-                f"{r['cpu_seconds']:.1f} | "
-                f"{r['n_iter']} | {r['best']} | {r['stop']} |",
-                flush=True,
-            )
-    for network in args.networks:
-        sel = [r for r in rows if r["network"] == network]
-        print(
-            f"| mean | {network} | {np.mean([r['rmse'] for r in sel]):.4f} | "
-            f"{np.mean([r['seconds'] for r in sel]):.1f} | "
-            f"{np.mean([r['cpu_seconds'] for r in sel]):.1f} | | | |"
-        )
+        train, test = load_split(args.data, seed)
+        for kind, name in jobs:
+            run = run_ablation if kind == "ablation" else run_baseline
+            r = run(name, train, test, seed)
+            results[(kind, name)].append(r)
+            if args.per_seed:
+                print(
+                    f"seed {seed} | {name} | RMSE {r['rmse']:.4f} | {r['seconds']:.1f} s | "
+                    f"CPU {r['cpu']:.1f} s | steps {r['steps']} {r.get('chosen', '')}",
+                    flush=True,
+                )
+    print(f"\nMovieLens-100K, random 80/20 splits, seeds {args.seeds}\n")
+    print("| model | test RMSE (mean ± sd) | fit s (wall) | fit s (CPU) | steps |")
+    print("|---|---|---|---|---|")
+    for kind, name in jobs:
+        label = ABLATION[name][0] if kind == "ablation" else BASELINES[name][0]
+        print(summarize(label, results[(kind, name)]))
 
 
 if __name__ == "__main__":

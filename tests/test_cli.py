@@ -88,7 +88,7 @@ def test_missing_problem_file_is_a_usage_error(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == (
         f"deepmc compare: error: argument --problem: {missing}: no such ratings file "
-        "(this loader never downloads)."
+        "(only release names can be downloaded)."
     )
 
 

@@ -251,3 +251,57 @@ def test_manifest_agrees_with_the_loader():
             assert entries[name][key] == info[key], (name, key)
         counts = entries[name]["counts"]
         assert (tuple(counts) if counts else None) == info["counts"], name
+
+
+# ------------------------------------------------------------------ opt-in download
+def _fake_release(tmp_path, monkeypatch, content: bytes, *, sha256: str | None = None):
+    """ml-100k pointed at a local zip (a file:// URL) holding ``content`` as u.data."""
+    import hashlib
+    import zipfile
+
+    archive = tmp_path / "served" / "ml-100k.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-100k/u.data", content)
+        zf.writestr("ml-100k/README", "not the ratings")
+    info = {
+        **MOVIELENS["ml-100k"],
+        "url": archive.as_uri(),
+        "sha256": sha256 if sha256 is not None else hashlib.sha256(content).hexdigest(),
+    }
+    monkeypatch.setitem(MOVIELENS, "ml-100k", info)
+    return info
+
+
+def test_download_is_opt_in_verified_and_cached(tmp_path, monkeypatch):
+    content = b"1\t10\t5\t0\n2\t10\t3\t0\n2\t20\t4\t0\n"
+    _fake_release(tmp_path, monkeypatch, content)
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        load_movielens("ml-100k", cache_dir=cache)  # no download unless asked
+    assert not cache.exists()
+    ratings = load_movielens("ml-100k", cache_dir=cache, download=True)
+    assert ratings.n_ratings == 3 and ratings.shape == (2, 2)
+    assert (cache / "ml-100k" / "u.data").read_bytes() == content
+    assert sorted(p.name for p in (cache / "ml-100k").iterdir()) == ["u.data"]  # no leftovers
+    # Cached: a second call does not fetch again.
+    import deepmc.datasets._movielens as movielens
+
+    monkeypatch.setattr(movielens, "_urlopen", lambda url: pytest.fail("fetched twice"))
+    assert load_movielens("ml-100k", cache_dir=cache, download=True).n_ratings == 3
+
+
+def test_download_with_a_wrong_checksum_writes_nothing(tmp_path, monkeypatch):
+    _fake_release(tmp_path, monkeypatch, b"1\t10\t5\t0\n", sha256="0" * 64)
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="nothing was written"):
+        load_movielens("ml-100k", cache_dir=cache, download=True)
+    assert list((cache / "ml-100k").iterdir()) == []
+
+
+def test_download_needs_a_recorded_checksum(tmp_path, monkeypatch):
+    import deepmc.datasets._movielens as movielens
+
+    monkeypatch.setattr(movielens, "_urlopen", lambda url: pytest.fail("must not fetch"))
+    with pytest.raises(ValueError, match="no sha256 is recorded"):
+        load_movielens("ml-1m", cache_dir=tmp_path, download=True)

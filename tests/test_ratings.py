@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -9,12 +10,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
 from deepmc.datasets import load_movielens
-from deepmc.ratings import fit_biases
+from deepmc.ratings import fit_biases, validation_folds
 
-ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
+
+def _find_ml100k() -> Path:
+    """u.data under $DEEPMC_DATA if it is there, else the copy next to the repository."""
+    env = os.environ.get("DEEPMC_DATA")
+    if env and (Path(env) / "ml-100k" / "u.data").exists():
+        return Path(env) / "ml-100k" / "u.data"
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
+
+
+ML100K = _find_ml100k()
 
 
 def make_ratings(seed: int = 0, n_users: int = 30, n_items: int = 20) -> pd.DataFrame:
@@ -34,7 +45,14 @@ def make_ratings(seed: int = 0, n_users: int = 30, n_items: int = 20) -> pd.Data
 
 # A large step and short patience keep these tiny fits to ~100 steps; the defaults are
 # exercised on MovieLens below.
-FAST = {"lr": 0.5, "check_every": 5, "n_iter_no_change": 10, "rank": 2, "random_state": 0}
+FAST = {
+    "lr": 0.5,
+    "check_every": 5,
+    "n_iter_no_change": 10,
+    "rank": 2,
+    "n_estimators": 2,
+    "random_state": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +113,8 @@ def test_unseen_users_and_items(fitted):
     assert pred[0] == pytest.approx(np.clip(mu + fitted.item_bias_[5], lo, hi))
     assert pred[1] == pytest.approx(np.clip(mu + fitted.user_bias_[3], lo, hi))
     assert pred[2] == pytest.approx(np.clip(mu, lo, hi))
-    known = mu + fitted.user_bias_[3] + fitted.item_bias_[5] + fitted.network_.predict([3], [5])
+    network = np.mean([net.predict([3], [5]) for net in fitted.networks_])
+    known = mu + fitted.user_bias_[3] + fitted.item_bias_[5] + np.array([network])
     assert pred[3] == pytest.approx(np.clip(known[0], lo, hi))
 
 
@@ -103,7 +122,8 @@ def test_predictions_are_clipped_to_the_training_range(ratings, fitted, monkeypa
     assert fitted.rating_range_ == (ratings["rating"].min(), ratings["rating"].max())
     users, items = ratings["user"], ratings["item"]
     for shift, bound in ((100.0, fitted.rating_range_[1]), (-100.0, fitted.rating_range_[0])):
-        monkeypatch.setattr(fitted.network_, "predict", lambda r, c, s=shift: np.full(len(r), s))
+        for net in fitted.networks_:
+            monkeypatch.setattr(net, "predict", lambda r, c, s=shift: np.full(len(r), s))
         np.testing.assert_array_equal(fitted.predict(users, items), bound)
         monkeypatch.undo()
     pred = fitted.predict(users, items)
@@ -147,7 +167,7 @@ def test_full_network(ratings):
 
 def test_estimator_contract(ratings, fitted):
     est = RatingsCompletion()
-    assert est.get_params()["rank"] == 10 and not hasattr(est, "users_")
+    assert est.get_params()["rank"] == 40 and not hasattr(est, "users_")
     with pytest.raises(Exception, match="not fitted"):
         est.predict(["a"], [1])
     restored = pickle.loads(pickle.dumps(fitted))
@@ -178,9 +198,140 @@ def load_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.slow
 @pytest.mark.skipif(not ML100K.exists(), reason="MovieLens-100K not found at " + str(ML100K))
 def test_movielens_100k_rmse(one_thread):
-    """Issue 6: default compressed network, test RMSE ≤ 0.93 on a seeded 80/20 split."""
+    """Two rank-10 members on a seeded 80/20 split: measured test RMSE 0.9202, ~4 s.
+
+    The bound is the measured value + 0.005 (one rank-10 fit alone: 0.9220; the full
+    defaults: 0.9144 on this split, ``benchmarks/ml100k_table.py``).
+    """
     train, test = load_split(0)
-    model = RatingsCompletion(random_state=0).fit(train)
+    model = RatingsCompletion(rank=10, n_estimators=2, random_state=0).fit(train)
     rmse = -model.score(test)
-    assert rmse <= 0.93, rmse
-    assert model.best_iteration_ < model.n_iter_  # stopped early, best state restored
+    assert rmse <= 0.9202 + 0.005, rmse
+    assert np.all(model.best_iterations_ < [net.n_iter_ for net in model.networks_])
+
+
+# ---------------------------------------------------------------- bad input, nothing lost
+@pytest.mark.parametrize("column", ["user", "item"])
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_missing_ids_name_the_column_and_positions(ratings, column, missing):
+    bad = ratings.astype({column: object})
+    bad.loc[[3, 8], column] = missing
+    with pytest.raises(ValueError, match=rf"{column}: found 2 \(at positions \[3, 8\]\) missing"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_nan_float_user_ids_are_not_a_user_called_nan(ratings):
+    bad = ratings.assign(user=ratings["user"].str[1:].astype(float))
+    bad.loc[5, "user"] = np.nan
+    with pytest.raises(ValueError, match=r"user: found 1 \(at positions \[5\]\)"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_missing_ids_at_predict(fitted):
+    with pytest.raises(ValueError, match=r"item: found 1 \(at positions \[1\]\) missing"):
+        fitted.predict(["u00", "u01"], [1000, None])
+
+
+def test_unsortable_ids(ratings):
+    bad = ratings.astype({"user": object})
+    bad.loc[0, "user"] = 7
+    with pytest.raises(ValueError, match=r"user: ids must be mutually sortable.*'int', 'str'"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_nan_ratings_name_count_and_positions(ratings):
+    bad = ratings.copy()
+    bad.loc[[2, 4, 6], "rating"] = [np.nan, np.inf, np.nan]
+    with pytest.raises(ValueError, match=r"ratings: found 3 \(at positions \[2, 4, 6\]\) NaN"):
+        RatingsCompletion(**FAST).fit(bad)
+
+
+def test_duplicate_pairs_are_an_error_with_the_hint_to_aggregate(ratings):
+    doubled = pd.concat([ratings, ratings.iloc[[7, 2]]], ignore_index=True)
+    n = len(ratings)
+    first = ratings.iloc[2]
+    with pytest.raises(ValueError, match=r"2 \(user, item\) pair\(s\) are rated more") as info:
+        RatingsCompletion(**FAST).fit(doubled)
+    message = str(info.value)
+    assert f"user {first['user']!r} and item {first['item']!r} at positions [2, {n + 1}]" in message
+    assert "groupby(['user', 'item']" in message
+    # The suggested aggregation is accepted.
+    agg = doubled.groupby(["user", "item"], as_index=False)["rating"].mean()
+    RatingsCompletion(**FAST).fit(agg)
+
+
+def test_inputs_are_not_modified(ratings):
+    frame = ratings.copy()
+    frame_before = frame.copy(deep=True)
+    pairs = ratings[["user", "item"]].to_numpy()
+    values = ratings["rating"].to_numpy().copy()
+    pairs_before, values_before = pairs.copy(), values.copy()
+    model = RatingsCompletion(**FAST).fit(frame)
+    model.predict(frame[["user", "item"]])
+    model.score(frame)
+    RatingsCompletion(**FAST).fit(pairs, values).predict(pairs[:, 0], pairs[:, 1])
+    pd.testing.assert_frame_equal(frame, frame_before)
+    np.testing.assert_array_equal(pairs, pairs_before)
+    np.testing.assert_array_equal(values, values_before)
+
+
+def test_constant_ratings_predict_the_constant(ratings):
+    model = RatingsCompletion(**FAST).fit(ratings.assign(rating=4.0))
+    pred = model.predict(ratings[["user", "item"]])
+    np.testing.assert_allclose(pred, 4.0)
+    assert model.predict(["someone new"], [12345])[0] == 4.0
+
+
+def test_single_user_is_the_bias_model():
+    items = np.arange(12)
+    rating = np.array([5, 4, 3, 5, 1, 2, 4, 4, 3, 5, 2, 1], dtype=float)
+    table = pd.DataFrame({"user": "only", "item": items, "rating": rating})
+    model = RatingsCompletion(**FAST).fit(table)
+    assert model.networks_ == [None, None] and model.n_iter_ == 0
+    pred = model.predict(["only"] * 12, items)
+    expected = model.global_mean_ + model.user_bias_[0] + model.item_bias_
+    np.testing.assert_allclose(pred, np.clip(expected, 1, 5))
+
+
+# ---------------------------------------------------------------- the ensemble
+def test_members_hold_out_disjoint_slices_and_are_averaged(ratings, fitted):
+    n = len(ratings)
+    folds = validation_folds(n, 0.1, 3, random_state=np.random.RandomState(0))
+    masks = np.array([mask for mask, _ in folds])
+    assert masks.sum(axis=1).tolist() == [round(0.1 * n)] * 3
+    assert masks.sum(axis=0).max() == 1  # disjoint
+    assert len({seed for _, seed in folds}) == 3
+    # The fitted model is the average of its members' predictions, then clipped.
+    users, items = ratings["user"], ratings["item"]
+    rows, cols = fitted._index(users, items)
+    folds = validation_folds(n, 0.1, 2, random_state=np.random.RandomState(0))
+    terms = []
+    for (is_val, _), net in zip(folds, fitted.networks_, strict=True):
+        keep = ~is_val
+        mu, bu, bi = fit_biases(
+            rows[keep],
+            cols[keep],
+            ratings["rating"].to_numpy()[keep],
+            (len(fitted.users_), len(fitted.items_)),
+        )
+        terms.append(mu + bu[rows] + bi[cols] + net.predict(rows, cols))
+    np.testing.assert_allclose(fitted.predict(users, items), np.clip(np.mean(terms, 0), 1, 5))
+    assert fitted.best_iterations_.shape == (2,)
+    assert fitted.n_iter_ == sum(net.n_iter_ for net in fitted.networks_)
+
+
+def test_too_many_members_for_the_validation_slices(ratings):
+    with pytest.raises(ValueError, match=r"n_estimators=11 disjoint validation slices"):
+        RatingsCompletion(**{**FAST, "n_estimators": 11}).fit(ratings)
+
+
+def test_grid_search_over_ratings_completion(ratings):
+    """GridSearchCV drives RatingsCompletion through get_params/set_params and score."""
+    grid = GridSearchCV(
+        RatingsCompletion(**FAST), {"rank": [1, 2], "weight_decay": [0.0, 1e-2]}, cv=2
+    ).fit(ratings)
+    assert set(grid.best_params_) == {"rank", "weight_decay"}
+    assert grid.cv_results_["mean_test_score"].shape == (4,)
+    assert np.all(grid.cv_results_["mean_test_score"] < 0)  # negative RMSE
+    assert grid.best_estimator_.rank == grid.best_params_["rank"]
+    assert grid.score(ratings) == pytest.approx(grid.best_estimator_.score(ratings))

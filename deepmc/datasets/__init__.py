@@ -5,12 +5,19 @@ indices ``0, d/(2r), 2d/(2r), …`` together with its singular vectors. Observed
 sampled as flat indices, so even a 138,493 × 26,744 problem never builds an ``m × n``
 array.
 
-Real ratings come from the GroupLens MovieLens files, read from local disk only
-(:func:`load_movielens`; nothing is downloaded at run time). The top-level ``datasets/``
-folder of the repository lists their sources, checksums and licences.
+Real ratings come from the GroupLens MovieLens files, read from local disk
+(:func:`load_movielens`), or fetched once into the cache folder when asked with
+``download=True`` (checksum verified). The top-level ``datasets/`` folder of the
+repository lists their sources, checksums and licences.
 """
 
-from ._movielens import MOVIELENS, Ratings, data_home, load_movielens  # noqa: F401
+from ._movielens import (  # noqa: F401
+    MOVIELENS,
+    Ratings,
+    data_home,
+    download_movielens,
+    load_movielens,
+)
 from ._synthetic import (
     PROBLEMS,
     CompletionProblem,
@@ -26,6 +33,7 @@ __all__ = [
     "CompletionProblem",
     "LowRankMatrix",
     "Ratings",
+    "download_movielens",
     "load_movielens",
     "low_rank_matrix",
     "make_problem",

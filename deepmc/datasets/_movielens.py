@@ -1,14 +1,19 @@
 """GroupLens MovieLens ratings: the release registry, local files, checksums, id remapping.
 
-Ratings are read from local disk only (:func:`load_movielens`; nothing is downloaded at
-run time). The top-level ``datasets/`` folder of the repository lists their sources,
-checksums and licences.
+Ratings are read from local disk (:func:`load_movielens`); with ``download=True`` a release
+absent from the cache folder is fetched from GroupLens once, its ratings file checked
+against the recorded sha256 and moved into place atomically. The top-level ``datasets/``
+folder of the repository lists their sources, checksums and licences.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ from sklearn.utils import check_random_state
 
 from .._validation import Observations
 
-__all__ = ["MOVIELENS", "Ratings", "data_home", "load_movielens"]
+__all__ = ["MOVIELENS", "Ratings", "data_home", "download_movielens", "load_movielens"]
 
 _GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 
@@ -304,15 +309,83 @@ def _read_ratings(path: Path, fmt: str) -> pd.DataFrame:
 
 def _missing_message(path: Path, release: str | None) -> str:
     if release is None:
-        return f"{path}: no such ratings file (this loader never downloads)."
+        return f"{path}: no such ratings file (only release names can be downloaded)."
     info = MOVIELENS[release]
     return (
-        f"MovieLens {release} ratings not found at {path}. deepmc does not download at run "
-        f"time: download {info['url']} (GroupLens, research use only — see "
-        f"https://grouplens.org/datasets/movielens/), unzip it so that the file lies at "
-        f"{path}, or pass its path to load_movielens(). The search folder is cache_dir, "
-        "else $DEEPMC_DATA, else ~/.cache/deepmc."
+        f"MovieLens {release} ratings not found at {path}. Pass download=True to fetch "
+        f"{info['url']} (GroupLens, research use only — see "
+        f"https://grouplens.org/datasets/movielens/), or download and unzip it so that the "
+        f"file lies at {path}, or pass its path to load_movielens(). The search folder is "
+        "cache_dir, else $DEEPMC_DATA, else ~/.cache/deepmc."
     )
+
+
+#: Opens a URL for :func:`download_movielens` (a module attribute so tests can swap it).
+_urlopen = urllib.request.urlopen
+
+
+def download_movielens(release: str, path: Path) -> Path:
+    """Fetch a GroupLens archive and put its verified ratings file at ``path``.
+
+    The zip is streamed to a temporary file next to ``path``, the ratings file
+    ``<folder>/<file>`` is extracted to another temporary file, its sha256 compared with
+    the recorded one, and only then moved to ``path`` with :func:`os.replace` (atomic on
+    one file system): an interrupted or corrupted download never leaves a file that
+    :func:`load_movielens` would read.
+
+    Parameters
+    ----------
+    release : str
+        A key of :data:`MOVIELENS` with a recorded sha256.
+    path : Path
+        Where the ratings file goes.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If no checksum is recorded for the release, the archive lacks the ratings file,
+        or the checksum does not match (nothing is written then).
+    """
+    info = MOVIELENS[release]
+    if info["sha256"] is None:
+        raise ValueError(
+            f"MovieLens {release}: no sha256 is recorded for its ratings file, so it is not "
+            f"downloaded automatically; download {info['url']} by hand and unzip it so that "
+            f"the file lies at {path}."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    member = f"{info['folder']}/{info['file']}"
+    archive = extracted = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".zip", delete=False) as fh:
+            archive = Path(fh.name)
+            with _urlopen(info["url"]) as response:
+                shutil.copyfileobj(response, fh)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as fh:
+            extracted = Path(fh.name)
+            with zipfile.ZipFile(archive) as zf:
+                if member not in zf.namelist():
+                    raise ValueError(f"{info['url']}: the archive has no {member}.")
+                with zf.open(member) as src:
+                    shutil.copyfileobj(src, fh)
+        actual = _sha256(extracted)
+        if actual != info["sha256"]:
+            raise ValueError(
+                f"{info['url']}: {member} has sha256 {actual}, not the recorded "
+                f"{info['sha256']}; nothing was written to {path}."
+            )
+        os.replace(extracted, path)
+        extracted = None
+    finally:
+        for leftover in (archive, extracted):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+    return path
 
 
 def _locate(path_or_name: str | os.PathLike, cache_dir: Any) -> tuple[Path, str | None]:
@@ -346,8 +419,9 @@ def load_movielens(
     *,
     cache_dir: str | os.PathLike | None = None,
     verify: bool = True,
+    download: bool = False,
 ) -> Ratings:
-    """Load GroupLens MovieLens ratings from local disk, with ids remapped.
+    """Load GroupLens MovieLens ratings, with ids remapped.
 
     Parameters
     ----------
@@ -363,6 +437,11 @@ def load_movielens(
         ``~/.cache/deepmc``.
     verify : bool, default=True
         Check the file's sha256 when it is a known release whose checksum is recorded.
+    download : bool, default=False
+        If a release name is given and its file is not in the search folder, fetch the
+        GroupLens archive into it (:func:`download_movielens`: sha256-checked, written
+        atomically; only releases with a recorded checksum). Off by default: nothing
+        touches the network unless asked.
 
     Returns
     -------
@@ -380,9 +459,11 @@ def load_movielens(
     >>> load_movielens("ml-1m", cache_dir="/nonexistent")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    FileNotFoundError: MovieLens ml-1m ratings not found at ... download https://files...
+    FileNotFoundError: MovieLens ml-1m ratings not found at ... Pass download=True to fetch https://files...
     """
     path, release = _locate(path_or_name, cache_dir)
+    if not path.is_file() and download and release is not None:
+        download_movielens(release, path)
     if not path.is_file():
         raise FileNotFoundError(_missing_message(path, release))
     expected = MOVIELENS[release]["sha256"] if release is not None else None
