@@ -54,7 +54,12 @@ class ObservedPattern:
     def from_coo(
         cls, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]
     ) -> ObservedPattern:
-        """Build from row-major-sorted coordinates ``rows``, ``cols`` (int64)."""
+        """Build from row-major-sorted coordinates ``rows``, ``cols`` (int64).
+
+        Views with strides (e.g. columns of an ``np.nonzero`` pair stacked as one array)
+        are copied to contiguous memory first: the CSR kernels read the raw buffers.
+        """
+        rows, cols = rows.contiguous(), cols.contiguous()
         return cls(torch._convert_indices_from_coo_to_csr(rows, shape[0]), cols, shape)
 
     @property

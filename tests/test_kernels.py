@@ -239,3 +239,18 @@ def test_transposed_blocks_cover_omega_column_major(chunk):
         assert torch.all(key[1:] > key[:-1])  # column-major, each observation once
         assert torch.equal(col_t.long(), r - r0)
         assert torch.equal(crow_t.long(), torch._convert_indices_from_coo_to_csr(c, n))
+
+
+def test_pattern_from_strided_indices_matches_contiguous():
+    """Index views with strides (one column of an (N, 2) array) give the same products."""
+    rng = np.random.default_rng(0)
+    m, n, k = 40, 30, 3
+    mask = rng.random((m, n)) < 0.3
+    both = np.stack(np.nonzero(mask), axis=1)  # (N, 2): each column is a strided view
+    rows, cols = torch.from_numpy(both)[:, 0], torch.from_numpy(both)[:, 1]
+    assert not rows.is_contiguous()
+    A = torch.randn(m, k, dtype=torch.float64)
+    B = torch.randn(n, k, dtype=torch.float64)
+    strided = ObservedPattern.from_coo(rows, cols, (m, n)).kernels(torch.float64)
+    expected = (A @ B.T)[rows, cols]
+    torch.testing.assert_close(strided.sampled(A, B), expected, rtol=1e-12, atol=1e-12)
