@@ -18,7 +18,23 @@ def _as_pair(predicted: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def relative_error(predicted: Any, true: Any) -> float:
-    """``‖predicted − true‖_F / ‖true‖_F``.
+    """Relative error ``‖predicted − true‖_F / ‖true‖_F``.
+
+    Parameters
+    ----------
+    predicted : array-like
+        Predicted values.
+    true : array-like of the same shape
+        Reference values; must not be all zero.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``true`` has zero norm.
 
     Examples
     --------
@@ -33,7 +49,18 @@ def relative_error(predicted: Any, true: Any) -> float:
 
 
 def rmse(predicted: Any, true: Any) -> float:
-    """Root-mean-square error.
+    """Root-mean-square error ``sqrt(mean((predicted − true)²))``.
+
+    Parameters
+    ----------
+    predicted : array-like
+        Predicted values.
+    true : array-like of the same shape
+        Reference values.
+
+    Returns
+    -------
+    float
 
     Examples
     --------
