@@ -1,4 +1,4 @@
-"""Speed and scale of the compressed network (issue 4).
+"""Speed and scale of the compressed network.
 
 * :class:`CompressedStep` — one gradient step of the compressed network (loss, gradients
   and the GD update, as in the fit loop) on problems A, B and C, float32 and float64,
@@ -84,7 +84,9 @@ class _CompressedStepper:
     def __init__(self, problem: Any, device: str, dtype: Any) -> None:
         import torch
 
-        from deepmc._ops import GradientDescent, ObservedPattern, intra_op_threads
+        from deepmc._device import intra_op_threads
+        from deepmc._kernels import ObservedPattern
+        from deepmc._solver import GradientDescent
         from deepmc.models._compressed import compressed_residual_and_grads
 
         tr = problem.train
@@ -127,7 +129,8 @@ class _FullStepper:
     def __init__(self, problem: Any, device: str, dtype: Any) -> None:
         import torch
 
-        from deepmc._ops import GradientDescent, intra_op_threads
+        from deepmc._device import intra_op_threads
+        from deepmc._solver import GradientDescent
         from deepmc.init import epsilon_orthogonal
         from deepmc.models._full import full_residual_and_grads
 

@@ -1,4 +1,4 @@
-"""MovieLens-100K: test RMSE and fit seconds of the three networks (issue 6).
+"""MovieLens-100K: test RMSE and fit seconds of the three networks.
 
 Seeded random 80/20 splits of ``u.data`` (``Ratings.train_test_split``); every network
 goes through the same :class:`deepmc.RatingsCompletion` pipeline (biases, early stopping

@@ -5,7 +5,7 @@ discrepant learning rate, which the law of parsimony in gradient descent says is
 equivalent to the full-width network, and never builds an ``m × n`` matrix.
 """
 
-from ._base import DivergenceError
+from ._solver import DivergenceError
 from ._validation import Observations
 from .metrics import recovery_error, relative_error, rmse
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion

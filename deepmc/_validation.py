@@ -1,6 +1,6 @@
 """Input conversion: every accepted input becomes sorted ``Observations``.
 
-Accepted inputs (DESIGN.md §4):
+Accepted inputs:
 
 * a dense array or :class:`pandas.DataFrame` with ``np.nan`` marking missing entries;
 * a dense array plus an explicit boolean ``mask`` (``True`` = observed); values where the

@@ -1,4 +1,4 @@
-"""Initialisations of the three networks (DESIGN.md §2).
+"""Initialisations of the three networks (Yaras et al. 2023; Kwon et al. 2024).
 
 * :func:`epsilon_orthogonal` — ε-scaled orthogonal layers, ``WᵀW = ε²I`` or ``WWᵀ = ε²I``
   depending on the shape (full-width and narrow networks).

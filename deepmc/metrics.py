@@ -1,4 +1,4 @@
-"""How results are measured (DESIGN.md §5)."""
+"""How results are measured: recovery error on the unobserved entries, RMSE."""
 
 from __future__ import annotations
 

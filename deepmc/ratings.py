@@ -1,6 +1,6 @@
 """Rating prediction with deep matrix completion: ids, biases, clipping, early stopping.
 
-Real ratings differ from the synthetic low-rank targets of DESIGN.md §5: the ids are
+Real ratings differ from the synthetic low-rank targets of the benchmarks: the ids are
 arbitrary labels, most of the variance is a global mean plus per-user and per-item
 offsets, the residual is noisy (an RMSE near 0.9 on MovieLens is the noise level, not
 an optimisation failure), and predictions must stay in the rating scale.
@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._data import validation_mask
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion, make_estimator
 
 __all__ = ["RatingsCompletion", "fit_biases"]
@@ -385,16 +386,9 @@ class RatingsCompletion(BaseEstimator):
         shape = (self.users_.shape[0], self.items_.shape[0])
         # The validation slice is held out of every stage (biases and network), so the
         # validation RMSE that chooses the stopping step is an honest held-out estimate.
-        N = ratings.shape[0]
-        n_val = round(self.validation_fraction * N)
-        if n_val < 1 or n_val >= N:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves {N - n_val} training "
-                f"and {n_val} validation ratings out of {N}; both must be at least 1."
-            )
-        is_val = np.zeros(N, dtype=bool)
-        is_val[check_random_state(self.random_state).permutation(N)[:n_val]] = True
-        fit_, val = ~is_val, is_val
+        rng = check_random_state(self.random_state)
+        val = validation_mask(ratings.shape[0], self.validation_fraction, rng, noun="ratings")
+        fit_ = ~val
         mean, user_bias, item_bias = fit_biases(
             rows[fit_], cols[fit_], ratings[fit_], shape, reg=float(self.bias_reg)
         )

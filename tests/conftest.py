@@ -23,7 +23,7 @@ def device(request) -> str:
 
 @pytest.fixture(scope="session")
 def problem_a():
-    """DESIGN.md problem A: 100×100, rank 5, 30 % observed (seed 0)."""
+    """Reference problem A (Kwon et al. 2024): 100×100, rank 5, 30 % observed (seed 0)."""
     return make_problem("A", random_state=0)
 
 

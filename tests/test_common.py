@@ -28,7 +28,7 @@ TRANSDUCTIVE = (
     "or a permutation of the rows is another matrix and is refused with an explanation."
 )
 OBJECT = (
-    "object arrays are refused with a clear error (issue 5: no silent conversion of "
+    "object arrays are refused with a clear error (no silent conversion of "
     "object/string data); predict(X) is also called."
 )
 #: checks that fail only because they call predict(X); re-run on _TransformOnly

@@ -1,4 +1,4 @@
-"""Issue 2: recovery on the reference problem, scale invariance, and the seeds' claims."""
+"""Recovery on the reference problem, scale invariance, and the seeds' claims."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+import deepmc._solver as solver
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
-from deepmc._ops import chain_product
+from deepmc._kernels import chain_product
 from deepmc.datasets import make_problem
 from deepmc.init import epsilon_orthogonal
 from deepmc.models._full import full_loss_and_grads
@@ -63,13 +64,13 @@ def test_problem_a_narrow_runs_and_records_error(problem_a, device):
 def test_history_seconds_exclude_the_eval_set(problem_a, monkeypatch, Est):
     """eval_set only watches the fit: its evaluation time is recorded apart, not billed."""
     pause = 0.02
-    original = Est._evaluate
+    original = solver.evaluate
 
-    def slow_evaluate(self, groups, ev):
+    def slow_evaluate(network, params, held_out, scale):
         time.sleep(pause)
-        return original(self, groups, ev)
+        return original(network, params, held_out, scale)
 
-    monkeypatch.setattr(Est, "_evaluate", slow_evaluate)
+    monkeypatch.setattr(solver, "evaluate", slow_evaluate)
     est = Est(init_scale=1e-2, max_iter=200, tol=0.0, random_state=0)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -195,7 +196,7 @@ def test_compressed_without_dlr_stalls(problem_a):
 
 
 def test_compressed_gradients_match_autograd():
-    from deepmc._ops import ObservedPattern
+    from deepmc._kernels import ObservedPattern
     from deepmc.models._compressed import compressed_loss_and_grads
 
     problem = make_problem(shape=(13, 9), rank=2, fraction=0.5, random_state=0)

@@ -1,4 +1,4 @@
-"""Issue 2 §4: every input format gives the same fit; observed entries come back exactly."""
+"""Every input format gives the same fit; observed entries come back exactly."""
 
 from __future__ import annotations
 

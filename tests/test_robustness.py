@@ -1,4 +1,4 @@
-"""Issue 5: bad input, divergence, reproducibility, persistence, interruption.
+"""Bad input, divergence, reproducibility, persistence, interruption.
 
 Every test uses a tiny problem (20×15, rank 2) and few gradient steps.
 """
@@ -22,6 +22,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 import deepmc._base as base
+import deepmc._data as data_module
+import deepmc._solver as solver
 import deepmc.models._full as full_module
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, DivergenceError
 
@@ -65,7 +67,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the fit started working before rejecting its input")
 
-    monkeypatch.setattr(base, "top_singular", refuse)
+    monkeypatch.setattr(data_module, "top_singular", refuse)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -229,7 +231,7 @@ def test_predict_and_transform_check_their_input(make, data):
 
 
 def test_full_width_too_large_is_refused_before_allocating(data, monkeypatch):
-    monkeypatch.setattr(full_module, "_available_bytes", lambda device: 10_000)
+    monkeypatch.setattr(full_module, "available_bytes", lambda device: 10_000)
 
     def no_alloc(*args, **kwargs):
         raise AssertionError("weights allocated before the memory check")
@@ -461,15 +463,16 @@ def test_warm_start_continues_training(make, data):
 def _sigint_at(monkeypatch, est, steps):
     """Send a real SIGINT to this process while computing the gradient of ``steps``."""
     calls = {"n": 0}
-    original = type(est)._residual_and_grads
+    network = type(est._build_network(1e-2))
+    original = network.residual_and_grads
 
-    def loss_and_grads(self, problem, groups):
+    def loss_and_grads(self, data, params):
         if calls["n"] in steps:
             os.kill(os.getpid(), signal.SIGINT)
         calls["n"] += 1
-        return original(self, problem, groups)
+        return original(self, data, params)
 
-    monkeypatch.setattr(type(est), "_residual_and_grads", loss_and_grads)
+    monkeypatch.setattr(network, "residual_and_grads", loss_and_grads)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -492,13 +495,13 @@ def test_ctrl_c_stops_and_keeps_the_state(make, data, monkeypatch):
 def test_second_ctrl_c_aborts(data, monkeypatch):
     est = _compressed(max_iter=100_000, tol=0.0, check_every=1000)
     _sigint_at(monkeypatch, est, {10})
-    original = base._Interrupt._handle
+    original = solver.Interrupt._handle
 
     def handle_twice(self, signum, frame):
         original(self, signum, frame)
         original(self, signum, frame)  # the user pressed Ctrl-C again
 
-    monkeypatch.setattr(base._Interrupt, "_handle", handle_twice)
+    monkeypatch.setattr(solver.Interrupt, "_handle", handle_twice)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         est.fit(data["X"])

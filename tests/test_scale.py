@@ -1,4 +1,4 @@
-"""Issue 2 §5: a 200,000 × 200,000 compressed fit in memory far below m·n floats."""
+"""A 200,000 × 200,000 compressed fit in memory far below m·n floats."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -10,16 +12,19 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import _BaseDeepMC
-from .._ops import (
+from .._data import TrainingData
+from .._kernels import (
     ObservedPattern,
     chain_backward,
     chain_prefixes,
     chain_product,
 )
+from .._solver import Params
 from ..init import parsimony, random_frames, spectral
 
 __all__ = [
     "CompressedDeepMatrixCompletion",
+    "CompressedNetwork",
     "compressed_loss_and_grads",
     "compressed_residual_and_grads",
 ]
@@ -36,7 +41,7 @@ def compressed_residual_and_grads(
     """Residual on Ω and gradients of ``ℓ = (s/2) Σ_Ω ((U C Vᵀ)_ij − y_ij)²``, ``C = W̃_L ⋯ W̃_1``.
 
     Never forms an ``m × n`` matrix (only row blocks of bounded size, see
-    :class:`~deepmc._ops.PatternKernels`): with ``A = U C``, the predictions on Ω are the
+    :class:`~deepmc._kernels.PatternKernels`): with ``A = U C``, the predictions on Ω are the
     sampled product ``(A Vᵀ)_Ω`` and, with ``R`` the sparse residual ``P_Ω(X) − y``,
     ``∇_V = s Rᵀ A``, ``∇_U = s (R V) Cᵀ`` and ``∇_C = s Uᵀ (R V)``, back-propagated
     through the cores. Cost O(N·k + (m+n)·k² + L·k³) for ``k = 2r̂``. The loss itself is
@@ -138,7 +143,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     factor_lr_ratio : float or "auto", default="auto"
         γ: ``U`` and ``V`` use ``γη``. ``"auto"`` is ``0.2·L`` for ``"gd"`` and
         ``"momentum"`` — a factor step of 0.2/σ₁², inside the range 0.1–0.3 found to
-        converge on the reference problems (DESIGN.md §3) — and 1 for ``"adam"``.
+        converge on the benchmark problems — and 1 for ``"adam"``.
         ``0`` freezes the factors.
     optimizer : {"gd", "momentum", "adam"}, default="gd"
     weight_decay : float, default=0.0
@@ -268,7 +273,55 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         self.init = init
         self.factor_lr_ratio = factor_lr_ratio
 
-    def _check_shape_params(self, shape: tuple[int, int]) -> None:
+    def _resolve_factor_lr_ratio(self) -> float:
+        """γ: ``0.2·L`` for ``"gd"`` and ``"momentum"``, 1 for ``"adam"``, when ``"auto"``."""
+        if self.factor_lr_ratio != "auto":
+            return float(self.factor_lr_ratio)
+        return 1.0 if self.optimizer == "adam" else 0.2 * self.depth
+
+    def _build_network(self, init_scale: float) -> CompressedNetwork:
+        return CompressedNetwork(
+            rank=self.rank,
+            depth=self.depth,
+            init=self.init,
+            init_scale=init_scale,
+            factor_lr_ratio=self._resolve_factor_lr_ratio(),
+        )
+
+
+@dataclass(frozen=True)
+class CompressedNetwork:
+    """``X = U · W̃_L ⋯ W̃_1 · Vᵀ``: cores at η, factors ``U``, ``V`` at γη.
+
+    Parameters
+    ----------
+    rank : int
+        r̂; the cores are ``2r̂ × 2r̂``.
+    depth : int
+        L.
+    init : {"parsimony", "spectral", "random"}
+        ``U(0), V(0)``.
+    init_scale : float
+        ε: ``W̃_l(0) = εI``.
+    factor_lr_ratio : float
+        γ.
+    """
+
+    rank: int
+    depth: int
+    init: str
+    init_scale: float
+    factor_lr_ratio: float
+
+    @property
+    def lr_ratios(self) -> dict[str, float]:
+        return {"cores": 1.0, "factors": self.factor_lr_ratio}
+
+    @property
+    def n_singular(self) -> int:
+        return {"parsimony": self.rank, "spectral": 2 * self.rank, "random": 1}[self.init]
+
+    def check_shape(self, shape: tuple[int, int]) -> None:
         if 2 * self.rank > min(shape):
             raise ValueError(
                 f"rank: the compressed network has width 2*rank = {2 * self.rank}, which "
@@ -277,21 +330,10 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
                 f"expected 1 <= rank <= {min(shape) // 2}."
             )
 
-    def _factor_lr_ratio(self) -> float:
-        if self.factor_lr_ratio != "auto":
-            return float(self.factor_lr_ratio)
-        return 1.0 if self.optimizer == "adam" else 0.2 * self.depth
-
-    def _step_work(self, problem) -> int:
-        return problem.pattern.n_observed * 2 * self.rank * self.depth
-
-    def _n_singular(self) -> int:
-        return {"parsimony": self.rank, "spectral": 2 * self.rank, "random": 1}[self.init]
-
-    def _initialize(self, problem, u, v, generator, init_scale):
-        m, n = problem.shape
+    def initialize(self, data: TrainingData, u, v, generator: torch.Generator) -> Params:
+        m, n = data.shape
         k = 2 * self.rank
-        opts = {"dtype": problem.dtype, "device": problem.device}
+        opts = {"dtype": data.dtype, "device": data.device}
         if self.init == "parsimony":
             U, V = parsimony(u, v, generator=generator, **opts)
         elif self.init == "spectral":
@@ -299,27 +341,34 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         else:
             U, V = random_frames(m, n, k, generator=generator, **opts)
         eye = torch.eye(k, **opts)
-        cores = [init_scale * eye.clone() for _ in range(self.depth)]
+        cores = [self.init_scale * eye.clone() for _ in range(self.depth)]
         return {"cores": cores, "factors": [U, V]}
 
-    def _residual_and_grads(self, problem, groups):
-        U, V = groups["factors"]
+    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+        U, V = params["factors"]
         resid, gU, gV, gcores = compressed_residual_and_grads(
-            problem.pattern, problem.y, problem.sampling_scale, U, V, groups["cores"]
+            data.pattern, data.y, data.sampling_scale, U, V, params["cores"]
         )
         return resid, {"cores": gcores, "factors": [gU, gV]}
 
-    def _factor_tensors(self, groups):
-        U, V = groups["factors"]
-        return U @ chain_product(groups["cores"]), V
+    def targets(self, data: TrainingData) -> torch.Tensor:
+        return data.y
 
-    def _fit(self, obs, eval_obs, val_obs=None) -> None:
-        super()._fit(obs, eval_obs, val_obs)
-        self.factor_lr_ = self.lr_ * self._factor_lr_ratio()
+    def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        U, V = params["factors"]
+        return U @ chain_product(params["cores"]), V
 
-    def _store(self, groups: dict[str, list[np.ndarray]]) -> None:
-        self.cores_ = groups["cores"]
-        self.U_, self.V_ = groups["factors"]
+    def step_work(self, data: TrainingData) -> int:
+        return data.pattern.n_observed * 2 * self.rank * self.depth
 
-    def _stored_groups(self) -> dict[str, list[np.ndarray]]:
-        return {"cores": self.cores_, "factors": [self.U_, self.V_]}
+    def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
+        U, V = params["factors"]
+        return {
+            "cores_": params["cores"],
+            "U_": U,
+            "V_": V,
+            "factor_lr_": lr * self.factor_lr_ratio,
+        }
+
+    def stored_params(self, attributes: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
+        return {"cores": attributes["cores_"], "factors": [attributes["U_"], attributes["V_"]]}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
@@ -10,24 +11,14 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
 
-from .._base import _BaseDeepMC, _Problem
-from .._ops import chain_backward, chain_prefixes
+from .._base import _BaseDeepMC
+from .._data import TrainingData
+from .._device import available_bytes
+from .._kernels import chain_backward, chain_prefixes
+from .._solver import Params
 from ..init import epsilon_orthogonal
 
-__all__ = ["DeepMatrixCompletion"]
-
-
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+__all__ = ["DeepMatrixCompletion", "FullNetwork", "full_loss_and_grads", "full_residual_and_grads"]
 
 
 def full_residual_and_grads(
@@ -262,79 +253,96 @@ class DeepMatrixCompletion(_BaseDeepMC):
         )
         self.width = width
 
+    def _build_network(self, init_scale: float) -> FullNetwork:
+        return FullNetwork(width=self.width, depth=self.depth, init_scale=init_scale)
+
+
+@dataclass(frozen=True)
+class FullNetwork:
+    """``X = W_L ⋯ W_1`` at width ``w`` (``None``: ``max(m, n)``), trained on dense arrays.
+
+    Parameters
+    ----------
+    width : int or None
+    depth : int
+        L.
+    init_scale : float
+        ε of the orthogonal initialisation.
+    """
+
+    width: int | None
+    depth: int
+    init_scale: float
+
+    @property
+    def lr_ratios(self) -> dict[str, float]:
+        return {"layers": 1.0}
+
+    @property
+    def n_singular(self) -> int:
+        return 1
+
     def _width(self, shape: tuple[int, int]) -> int:
         return max(shape) if self.width is None else int(self.width)
 
-    def _check_shape_params(self, shape: tuple[int, int]) -> None:
+    def check_shape(self, shape: tuple[int, int]) -> None:
         """Nothing to check: any width ≥ 1 defines a network (memory is checked later)."""
 
-    def _check_memory(self, problem: _Problem) -> None:
+    def check_memory(self, data: TrainingData) -> None:
         """Refuse, before allocating, a network that cannot fit on the device."""
-        m, n = problem.shape
-        w = self._width(problem.shape)
+        m, n = data.shape
+        w = self._width(data.shape)
         L = self.depth
-        itemsize = torch.empty((), dtype=problem.dtype).element_size()
+        itemsize = torch.empty((), dtype=data.dtype).element_size()
         n_params = m * w + (L - 2) * w * w + w * n
         # weights, gradients, snapshot, optimizer state; forward prefixes; dense Y, M, D, X
         estimate = itemsize * (4 * n_params + (L - 1) * w * n + 5 * m * n)
-        available = _available_bytes(problem.device)
+        available = available_bytes(data.device)
         if estimate > 0.8 * available:
             raise MemoryError(
                 f"DeepMatrixCompletion(width={self.width!r}) on a {m}×{n} matrix needs about "
                 f"{estimate / 2**30:.1f} GiB (depth {L}, width {w}, dense {m}×{n} arrays) "
-                f"but {available / 2**30:.1f} GiB are available on {problem.device}. Use "
+                f"but {available / 2**30:.1f} GiB are available on {data.device}. Use "
                 "CompressedDeepMatrixCompletion, whose memory is O(N + (m+n)·rank)."
             )
 
-    def _n_singular(self) -> int:
-        return 1
-
-    def _initialize(self, problem, u, v, generator, init_scale):
-        self._check_memory(problem)
-        m, n = problem.shape
-        w = self._width(problem.shape)
+    def initialize(self, data: TrainingData, u, v, generator: torch.Generator) -> Params:
+        self.check_memory(data)
+        m, n = data.shape
+        w = self._width(data.shape)
         shapes = [(w, n)] + [(w, w)] * (self.depth - 2) + [(m, w)]
         layers = [
             epsilon_orthogonal(
-                r,
-                c,
-                scale=init_scale,
-                generator=generator,
-                dtype=problem.dtype,
-                device=problem.device,
+                r, c, scale=self.init_scale, generator=generator, dtype=data.dtype,
+                device=data.device,
             )
             for r, c in shapes
-        ]
-        self._dense_targets(problem)
-        self.width_ = w
+        ]  # fmt: skip
+        data.dense_targets()
         return {"layers": layers}
 
-    @staticmethod
-    def _dense_targets(problem: _Problem) -> None:
-        m, n = problem.shape
-        Y = torch.zeros(m, n, dtype=problem.dtype, device=problem.device)
-        M = torch.zeros(m, n, dtype=problem.dtype, device=problem.device)
-        Y[problem.rows, problem.cols] = problem.y
-        M[problem.rows, problem.cols] = 1.0
-        problem.extra["Y"], problem.extra["M"] = Y, M
-
-    def _residual_and_grads(self, problem, groups):
-        if "Y" not in problem.extra:  # warm start skips _initialize
-            self._dense_targets(problem)
-        resid, grads = full_residual_and_grads(
-            groups["layers"], problem.extra["Y"], problem.extra["M"], problem.sampling_scale
-        )
+    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+        Y, M = data.dense_targets()
+        resid, grads = full_residual_and_grads(params["layers"], Y, M, data.sampling_scale)
         return resid, {"layers": grads}
 
-    def _factor_tensors(self, groups):
-        layers = groups["layers"]
+    def targets(self, data: TrainingData) -> torch.Tensor:
+        return data.dense_targets()[0]
+
+    def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        layers = params["layers"]
         left = layers[-1]
         for W in reversed(layers[1:-1]):
             left = left @ W
         return left, layers[0].T
 
-    def _store(self, groups: dict[str, list[np.ndarray]]) -> None:
-        self.weights_ = groups["layers"]
+    def step_work(self, data: TrainingData) -> int:
+        m, n = data.shape
+        return m * n * max(m, n)
 
-    def _stored_groups(self) -> dict[str, list[np.ndarray]]:
-        return {"layers": self.weights_}
+    def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
+        layers = params["layers"]
+        return {"weights_": layers, "width_": layers[0].shape[0]}
+
+    def stored_params(self, attributes: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
+        return {"layers": attributes["weights_"]}

@@ -8,21 +8,18 @@ products (:class:`PatternKernels`).
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 __all__ = [
-    "GradientDescent",
     "ObservedPattern",
     "PatternKernels",
     "chain_backward",
     "chain_prefixes",
     "chain_product",
-    "intra_op_threads",
 ]
 
 
@@ -346,86 +343,3 @@ def chain_backward(
         back = layers[idx].T @ back
     grads[0] = back
     return grads
-
-
-class GradientDescent:
-    """Plain gradient descent ``W ← (1 − ηλ)W − η∇ℓ`` over parameter groups.
-
-    The arithmetic of :class:`torch.optim.SGD` with ``momentum=0`` (the gradient plus
-    ``λW``, then ``W − η·that``, element by element), without its per-step dispatch
-    overhead, and without the lazy import of ``torch._dynamo`` that the first
-    ``SGD.step()`` of a process triggers (≈ 3 s on a 2-core CPU, which would dominate
-    the wall clock of a small fit).
-
-    Parameters
-    ----------
-    param_groups : list of dict
-        As for :class:`torch.optim.SGD`: ``"params"`` and ``"lr"`` in each; other keys
-        are kept.
-    weight_decay : float, default=0.0
-        λ.
-
-    Examples
-    --------
-    >>> import torch
-    >>> W = torch.ones(2)
-    >>> W.grad = torch.full((2,), 0.5)
-    >>> GradientDescent([{"params": [W], "lr": 0.1}], weight_decay=1.0).step()
-    >>> W
-    tensor([0.8500, 0.8500])
-    """
-
-    def __init__(self, param_groups: list[dict], weight_decay: float = 0.0) -> None:
-        self.param_groups = [dict(g, params=list(g["params"])) for g in param_groups]
-        self.weight_decay = float(weight_decay)
-        self.state: dict = {}
-
-    def step(self) -> None:
-        """One step with the ``.grad`` of every parameter (parameters without one are skipped)."""
-        wd = self.weight_decay
-        with torch.no_grad():
-            for group in self.param_groups:
-                params = [p for p in group["params"] if p.grad is not None]
-                grads = [p.grad for p in params]
-                if wd != 0:
-                    grads = torch._foreach_add(grads, params, alpha=wd)
-                torch._foreach_add_(params, grads, alpha=-group["lr"])
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop the gradients."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
-
-
-#: Multiply-adds per step below which a CPU fit runs on one intra-op thread.
-SERIAL_WORK = 1 << 21
-
-
-@contextlib.contextmanager
-def intra_op_threads(device: torch.device, work: int) -> Iterator[None]:
-    """Run small CPU problems on one intra-op thread; restore the setting afterwards.
-
-    A step of a small problem is a few dozen kernels of microseconds each. Splitting
-    them over threads buys nothing, and on a busy machine each parallel region waits
-    for a descheduled worker. Measured on a 2-core EPYC, compressed step on problem A
-    (N·k·L ≈ 10⁵): 0.25 ms with one thread, 0.37 ms with two on an idle machine and
-    ≈ 40 ms with two under a load of 7–10. Problem B (N·k·L = 6·10⁶) gains from two
-    threads when the machine is idle (3.1–4.2 ms against 5.0–6.5 ms) and loses under
-    load (12–35 ms against 6–10 ms), so the threshold keeps it threaded.
-
-    Parameters
-    ----------
-    device : torch.device
-    work : int
-        Multiply-adds per step; below :data:`SERIAL_WORK` the CPU uses one thread.
-    """
-    if device.type != "cpu" or work >= SERIAL_WORK or torch.get_num_threads() == 1:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -1,4 +1,4 @@
-"""Kernels of deepmc._ops against dense references, including chunking edge cases."""
+"""deepmc._kernels and the plain GD optimizer against dense references, chunking edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepmc._ops import GradientDescent, ObservedPattern, PatternKernels
+from deepmc._kernels import ObservedPattern, PatternKernels
+from deepmc._solver import GradientDescent
 from deepmc.models._compressed import compressed_loss_and_grads
 
 
