@@ -76,11 +76,11 @@ def recovery_error(estimator: Any, rows: Any, cols: Any, true_values: Any) -> fl
 
     ``‖P_S(X̂ − Φ)‖_F / ‖P_S(Φ)‖_F`` for a set ``S`` of entries, typically the unobserved
     entries Ωᶜ, or a large random sample of them when ``m·n`` is large. Uses
-    ``estimator.predict``, so no ``m × n`` matrix is formed.
+    ``estimator.predict_entries``, so no ``m × n`` matrix is formed.
 
     Parameters
     ----------
-    estimator : fitted estimator with ``predict(rows, cols)``
+    estimator : fitted estimator with ``predict_entries(rows, cols)``
     rows, cols : array-like of int of shape (K,)
     true_values : array-like of shape (K,)
         ``Φ`` at those entries.
@@ -89,4 +89,4 @@ def recovery_error(estimator: Any, rows: Any, cols: Any, true_values: Any) -> fl
     -------
     float
     """
-    return relative_error(estimator.predict(rows, cols), true_values)
+    return relative_error(estimator.predict_entries(rows, cols), true_values)

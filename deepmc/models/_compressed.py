@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import _BaseDeepMC
 from .._data import TrainingData
@@ -20,6 +19,7 @@ from .._kernels import (
     chain_product,
 )
 from .._solver import Params
+from .._validation import Interval, StrOptions
 from ..init import parsimony, random_frames, spectral
 
 __all__ = [
