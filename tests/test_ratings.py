@@ -95,7 +95,8 @@ def test_unseen_users_and_items(fitted):
     assert pred[0] == pytest.approx(np.clip(mu + fitted.item_bias_[5], lo, hi))
     assert pred[1] == pytest.approx(np.clip(mu + fitted.user_bias_[3], lo, hi))
     assert pred[2] == pytest.approx(np.clip(mu, lo, hi))
-    known = mu + fitted.user_bias_[3] + fitted.item_bias_[5] + fitted.network_.predict_entries([3], [5])
+    network = fitted.network_.predict_entries([3], [5])
+    known = mu + fitted.user_bias_[3] + fitted.item_bias_[5] + network
     assert pred[3] == pytest.approx(np.clip(known[0], lo, hi))
 
 
