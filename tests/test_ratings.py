@@ -104,7 +104,8 @@ def test_predictions_are_clipped_to_the_training_range(ratings, fitted, monkeypa
     assert fitted.rating_range_ == (ratings["rating"].min(), ratings["rating"].max())
     users, items = ratings["user"], ratings["item"]
     for shift, bound in ((100.0, fitted.rating_range_[1]), (-100.0, fitted.rating_range_[0])):
-        monkeypatch.setattr(fitted.network_, "predict", lambda r, c, s=shift: np.full(len(r), s))
+        constant = lambda r, c, s=shift: np.full(len(r), s)  # noqa: E731
+        monkeypatch.setattr(fitted.network_, "predict_entries", constant)
         np.testing.assert_array_equal(fitted.predict(users, items), bound)
         monkeypatch.undo()
     pred = fitted.predict(users, items)
