@@ -16,6 +16,7 @@ the error on the entries it never saw, and look at the history of the fit.
 # with ``np.nan`` where an entry is missing.
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from deepmc import CompressedDeepMatrixCompletion
 from deepmc.datasets import make_problem
@@ -47,6 +48,19 @@ print(f"relative error on the unobserved entries: {problem.recovery_error(est):.
 rows, cols = np.array([0, 1, 2]), np.array([3, 4, 5])
 print(est.predict_entries(rows, cols))
 print(problem.target.entries(rows, cols))
+
+# %%
+# DataFrames keep their labels
+# ----------------------------
+# With ``set_output(transform="pandas")`` the completed matrix comes back as a DataFrame
+# with the index and columns of the input, like any scikit-learn transformer.
+frame = pd.DataFrame(
+    X,
+    index=[f"user {i}" for i in range(X.shape[0])],
+    columns=[f"item {j}" for j in range(X.shape[1])],
+)
+labelled = CompressedDeepMatrixCompletion(rank=5, random_state=0).set_output(transform="pandas")
+print(labelled.fit_transform(frame).iloc[:3, :4])
 
 # %%
 # The history of the fit
