@@ -8,43 +8,64 @@ The compressed and the narrow networks fit across processes with
 ranges (balanced by count), each process keeps its rows of ``U``, and ``V`` and the cores
 are replicated. Every step all-reduces one buffer of ``n·k + L·k² + 2`` numbers (the
 gradients of the replicated parts, the loss and the count), whatever the number of
-observations, so the iterates are those of single-process gradient descent up to
-summation order. The full-width network stays single-process.
+observations, so the iterates are those of single-process gradient descent up to the
+order of summation. The full-width network stays single-process.
 
-This script is shown but not run by the documentation build: it needs several
-processes. Run it with ``torchrun``::
+This script is shown but not run by the documentation build: it is meant to be started
+on several processes. Run it with ``torchrun`` (gloo on the CPU, NCCL on CUDA, one GPU
+per process)::
 
-    torchrun --nproc-per-node 2 distributed_fit.py
+    torchrun --standalone --nproc-per-node 2 distributed_fit.py
 
-or use the command line, which runs unchanged with or without ``torchrun``::
+Without ``torchrun`` it is an ordinary single-process fit. The command line does the
+same for a CSV or Parquet file of ``(row, col, value)`` triplets, each process reading
+only its own row range, and writes the model directory shard by shard::
 
     deepmc fit --data ratings.csv --rank 10 --output model/
-    torchrun --nproc-per-node 2 -m deepmc fit --data ratings.csv --rank 10 --output model/
+    torchrun --standalone --nproc-per-node 2 -m deepmc fit \\
+        --data ratings.csv --rank 10 --output model/
 
-``--data`` is a CSV or Parquet file of ``(row, col, value)`` triplets; each process reads
-only its own row range.
+Across machines, start the same command on each with ``--nnodes``, ``--node-rank`` and
+a rendezvous address (see ``torchrun --help``).
 """
 
 # %%
-import torch.distributed as dist
-
 from deepmc import CompressedDeepMatrixCompletion
 from deepmc.datasets import make_problem
+from deepmc.distributed import fit, init_from_env, load_model, shard_observations
 
-# torchrun sets RANK, WORLD_SIZE and the rendezvous; gloo runs on the CPU, NCCL on CUDA.
-dist.init_process_group("gloo")
-rank, world = dist.get_rank(), dist.get_world_size()
+# The process group from torchrun's environment (a world of one without torchrun).
+comm = init_from_env()
 
-# Every process builds the same seeded problem here; a real job would read only its
-# own row range of the data (as ``deepmc fit`` does).
-problem = make_problem("B", random_state=0)
+# %%
+# Each process takes its own rows
+# -------------------------------
+# Every process builds the same seeded problem here and keeps only its row range of the
+# observed entries; with a file, ``read_shard("ratings.csv", comm=comm)`` reads only
+# those rows from disk.
+problem = make_problem("B", random_state=0)  # 1000 × 1000, rank 5, 20 % observed
+shard = shard_observations(problem.train, comm=comm)
 
-# Inside an initialised process group the estimator fits on the observed entries, split
-# by row ranges across the processes, with the same seed everywhere.
-est = CompressedDeepMatrixCompletion(rank=5, device="cpu", random_state=0)
-est.fit(problem.train)
+# %%
+# Fit together
+# ------------
+# Every process runs the same estimator with the same seed; checkpoints are written at
+# the checks, so a job restarted by ``torchrun --max-restarts`` resumes where it stopped
+# and ends with the model of an uninterrupted run.
+model = fit(
+    CompressedDeepMatrixCompletion(rank=5, random_state=0),
+    shard,
+    comm=comm,
+    checkpoint_dir="checkpoints",
+)
+model.save("model", comm=comm)  # every process its rows, marked complete last
 
-if rank == 0:
-    print(f"{world} processes, {est.n_iter_} steps, error {problem.recovery_error(est):.2e}")
-    print(est.history_.tail())
-dist.destroy_process_group()
+# %%
+# Use the model
+# -------------
+# :func:`~deepmc.distributed.load_model` reads the directory back as an ordinary fitted
+# estimator, on any machine.
+if comm.rank == 0:
+    est = load_model("model")
+    print(f"{comm.world_size} process(es), {est.n_iter_} steps")
+    print(f"recovery error {problem.recovery_error(est):.2e}")
