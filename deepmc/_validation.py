@@ -1,4 +1,4 @@
-"""Input conversion: every accepted input becomes sorted ``Observations``.
+"""Input conversion (every accepted input becomes sorted ``Observations``) and parameter checks.
 
 Accepted inputs:
 
@@ -17,6 +17,11 @@ non-integer or duplicate triplet indices. A ``TypeError``: a ``mask`` with spars
 triplet input.
 
 The caller's arrays are never modified: everything below reads and copies.
+
+Hyper-parameters are checked by :func:`check_params` against an estimator's
+``_parameter_constraints`` (:class:`Interval`, :class:`StrOptions`, types and a few
+named constraints), with scikit-learn's conventions but only its public API: an
+:class:`InvalidParameterError` names the parameter, the value and what is accepted.
 """
 
 from __future__ import annotations
