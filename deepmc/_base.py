@@ -33,12 +33,15 @@ from ._data import HeldOut, prepare, split_validation, top_spectrum
 from ._device import make_generator, resolve_device, resolve_dtype
 from ._solver import DivergenceError, SolveResult, gradient_descent
 from ._validation import (
+    TRANSDUCTIVE_ADVICE,
     Interval,
     Observations,
     StrOptions,
     check_indices,
     check_observations,
     check_params,
+    check_same_matrix,
+    entry_sample,
 )
 
 if TYPE_CHECKING:
@@ -213,6 +216,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_params(self)
         obs = self._validate_input(X, mask, reset=True)
+        self._entry_sample = entry_sample(obs)  # lets score recognise another matrix
         held_out = {}
         for name, value in (("eval_set", eval_set), ("validation_set", validation_set)):
             if value is not None:
@@ -411,12 +415,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if obs.shape != self.shape_:
             raise ValueError(
                 f"{method}: this {type(self).__name__} was fitted on a matrix of shape "
-                f"{self.shape_}, got X of shape {obs.shape}. Completion is transductive: "
-                "the estimator completes the matrix it was fitted on, and a matrix with "
-                "other rows is another problem (fit on it, or warm_start=True to continue "
-                "from the fitted weights). To cross-validate, hold out entries rather than "
-                "rows: fit on X with the held-out entries set to np.nan and score a matrix "
-                "holding only those entries (scikit-learn's splitters split rows)."
+                f"{self.shape_}, got X of shape {obs.shape}. {TRANSDUCTIVE_ADVICE}"
             )
         return obs
 
@@ -482,7 +481,10 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Negative relative error on the observed entries of ``X`` (higher is better).
 
         ``-‖X̂_Ω − X_Ω‖_F / ‖X_Ω‖_F`` where Ω are the observed entries of ``X``, typically
-        entries held out of the fit (a matrix of the fitted shape, NaN elsewhere).
+        entries held out of the fit (a matrix of the fitted shape, NaN elsewhere). ``X``
+        must be the fitted matrix: another shape, or entries that contradict those seen
+        at fit (as in a cross-validation fold of rows), raise a ``ValueError`` that says
+        how to hold out entries instead.
 
         Parameters
         ----------
@@ -499,6 +501,9 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         obs = self._check_fitted_shape(X, mask, method="score")
+        sample = getattr(self, "_entry_sample", None)  # absent in models pickled before
+        if sample is not None:
+            check_same_matrix(sample, obs, name="score")
         pred = self.predict_entries(obs.rows, obs.cols)
         denom = max(float(np.linalg.norm(obs.values)), np.finfo(float).tiny)
         return -float(np.linalg.norm(pred - obs.values) / denom)

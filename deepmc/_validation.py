@@ -35,6 +35,8 @@ import scipy.sparse as sp
 from sklearn.utils import check_array
 
 __all__ = [
+    "ENTRY_SAMPLE_SIZE",
+    "TRANSDUCTIVE_ADVICE",
     "Interval",
     "InvalidParameterError",
     "Observations",
@@ -42,6 +44,8 @@ __all__ = [
     "check_indices",
     "check_observations",
     "check_params",
+    "check_same_matrix",
+    "entry_sample",
 ]
 
 
@@ -331,6 +335,80 @@ def check_observations(X: Any, *, mask: Any = None) -> Observations:
     values = np.array(arr[rows, cols], copy=True)
     _check_finite_values(values, "X")
     return Observations(rows.astype(np.int64), cols.astype(np.int64), values, arr.shape)
+
+
+#: Observed entries an estimator keeps from ``fit`` to recognise its matrix later.
+ENTRY_SAMPLE_SIZE = 256
+#: Why a matrix estimator refuses another matrix, and what to do instead.
+TRANSDUCTIVE_ADVICE = (
+    "Completion is transductive: the estimator completes the matrix it was fitted on, and "
+    "a matrix with other rows is another problem (fit on it, or warm_start=True to "
+    "continue from the fitted weights). To cross-validate, hold out entries rather than "
+    "rows: fit on X with the held-out entries set to np.nan and score a matrix holding "
+    "only those entries (scikit-learn's splitters split rows)."
+)
+
+
+def entry_sample(obs: Observations, size: int = ENTRY_SAMPLE_SIZE) -> Observations:
+    """Up to ``size`` observations of ``obs``, evenly spaced in row-major order.
+
+    A small fingerprint of the fitted matrix (no random draw, so fitting stays
+    reproducible): :func:`check_same_matrix` compares it with a later input.
+
+    Parameters
+    ----------
+    obs : Observations
+        Sorted observations (as :func:`check_observations` returns them).
+    size : int, default=256
+        Most observations kept.
+
+    Returns
+    -------
+    Observations
+    """
+    if obs.n_observed == 0:
+        return obs
+    idx = np.unique(np.linspace(0, obs.n_observed - 1, num=min(size, obs.n_observed)))
+    idx = idx.astype(np.int64)
+    return Observations(obs.rows[idx], obs.cols[idx], obs.values[idx].copy(), obs.shape)
+
+
+def check_same_matrix(sample: Observations, obs: Observations, *, name: str) -> None:
+    """Refuse ``obs`` if an entry observed in both it and ``sample`` has another value.
+
+    Held-out entries of the fitted matrix pass (they are not in ``sample``, or agree
+    with it); the rows of another matrix of the same shape, such as a cross-validation
+    fold of rows, almost surely disagree on some shared position.
+
+    Parameters
+    ----------
+    sample : Observations
+        :func:`entry_sample` of the fitted matrix.
+    obs : Observations
+        Sorted observations of the input, of the fitted shape.
+    name : str
+        The calling method, for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the first entry whose value differs.
+    """
+    if obs.n_observed == 0 or sample.n_observed == 0:
+        return
+    n = obs.shape[1]
+    keys = obs.rows * n + obs.cols  # increasing: the observations are sorted row-major
+    pos = np.minimum(np.searchsorted(keys, sample.rows * n + sample.cols), keys.shape[0] - 1)
+    shared = keys[pos] == sample.rows * n + sample.cols
+    fitted = sample.values.astype(obs.values.dtype)
+    differ = np.flatnonzero(shared & (obs.values[pos] != fitted))
+    if differ.size:
+        k = differ[0]
+        raise ValueError(
+            f"{name}: X is not the matrix this estimator was fitted on: entry "
+            f"({sample.rows[k]}, {sample.cols[k]}) was {fitted[k]!r} at fit and is "
+            f"{obs.values[pos[k]]!r} here. {TRANSDUCTIVE_ADVICE}"
+        )
 
 
 # --------------------------------------------------------------------------- parameters

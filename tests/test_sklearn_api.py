@@ -165,18 +165,42 @@ def test_fit_transform_takes_fits_keyword_arguments(make, small):
 
 
 # ------------------------------------------------------------------ cross-validation
-def test_cross_val_score_over_rows_is_a_clear_error(small):
-    # scikit-learn's splitters split rows: 3 folds of 20 rows fit 13 or 14 rows and score
-    # the other 7 or 6, a different matrix
+@pytest.mark.parametrize(
+    "cv, match",
+    [
+        # 3 folds of 20 rows: fit 13 or 14 rows, score the other 7 or 6
+        (
+            3,
+            r"score: .*fitted on a matrix of shape \(1[34], 15\).*hold out entries rather than",
+        ),
+        # 2 folds: fit 10 rows, score the other 10, a matrix of the same shape
+        (2, r"score: X is not the matrix this estimator was fitted on: entry .*hold out entries"),
+    ],
+    ids=["other-shape", "same-shape"],
+)
+def test_cross_val_score_over_rows_is_a_clear_error(cv, match, small):
     _, X = small
     est = ESTIMATORS[0]()
-    with pytest.raises(
-        ValueError, match=r"score: .*transductive.*hold out entries rather than rows"
-    ):
-        cross_val_score(est, X, cv=3, error_score="raise")
+    with pytest.raises(ValueError, match=match):
+        cross_val_score(est, X, cv=cv, error_score="raise")
     with pytest.warns(UserWarning, match=r"hold out entries rather than rows"):
-        scores = cross_val_score(est, X, cv=3)
+        scores = cross_val_score(est, X, cv=cv)
     assert np.isnan(scores).all()
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_score_accepts_the_fitted_matrix_in_any_form(make, small):
+    problem, X = small
+    est = make().fit(X)
+    ref = est.score(X)
+    assert est.score(X.astype(np.float32)) == pytest.approx(ref, rel=1e-5)
+    assert est.score(pd.DataFrame(X)) == ref
+    assert est.score(problem.train) == ref  # the same entries as triplets
+    changed = X.copy()
+    i, j = np.argwhere(np.isfinite(X))[0]
+    changed[i, j] += 1.0
+    with pytest.raises(ValueError, match=rf"entry \({i}, {j}\) was .* at fit and is"):
+        est.score(changed)
 
 
 def test_held_out_entries_give_a_real_score(small):
