@@ -216,7 +216,6 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_params(self)
         obs = self._validate_input(X, mask, reset=True)
-        self._entry_sample = entry_sample(obs)  # lets score recognise another matrix
         held_out = {}
         for name, value in (("eval_set", eval_set), ("validation_set", validation_set)):
             if value is not None:
@@ -230,6 +229,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                         f"{held_out[name].shape}."
                     )
         self._fit(obs, held_out.get("eval_set"), held_out.get("validation_set"))
+        self._entry_sample = entry_sample(obs)  # lets score recognise another matrix
         return self
 
     def _fit(
