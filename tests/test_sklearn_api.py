@@ -13,6 +13,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.utils import get_tags
 
+import deepmc
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
 from deepmc._validation import InvalidParameterError
 from deepmc.datasets import make_problem
@@ -22,7 +23,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
 ]
 
-PACKAGE = Path(__file__).resolve().parents[1] / "deepmc"
+PACKAGE = Path(deepmc.__file__).resolve().parent  # the package under test, wherever installed
 ESTIMATORS = [
     lambda **kw: CompressedDeepMatrixCompletion(
         **{"rank": 2, "max_iter": 60, "device": "cpu", "random_state": 0, **kw}
@@ -41,7 +42,9 @@ def small():
 # ------------------------------------------------------------------ public API only
 def test_no_private_scikit_learn_api_is_imported():
     offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    sources = sorted(PACKAGE.rglob("*.py"))
+    assert len(sources) > 10, sources
+    for path in sources:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sklearn"):
                 private_module = any(p.startswith("_") for p in node.module.split("."))
