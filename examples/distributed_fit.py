@@ -25,8 +25,12 @@ only its own row range, and writes the model directory shard by shard::
     torchrun --standalone --nproc-per-node 2 -m deepmc fit \\
         --data ratings.csv --rank 10 --output model/
 
-Across machines, start the same command on each with ``--nnodes``, ``--node-rank`` and
-a rendezvous address (see ``torchrun --help``).
+Across machines, start the same command on each machine with a rendezvous endpoint;
+``--max-restarts`` restarts a failed job, which resumes from its last checkpoint::
+
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29400 --max-restarts 3 \\
+        -m deepmc fit --data ratings.parquet --rank 10 --output /shared/model/
 """
 
 # %%
