@@ -24,17 +24,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._data import HeldOut, prepare, split_validation, top_spectrum
 from ._device import make_generator, resolve_device, resolve_dtype
 from ._prune import SpectralMonitor
 from ._solver import DivergenceError, SolveResult, gradient_descent
-from ._validation import Observations, check_indices, check_observations
+from ._validation import (
+    TRANSDUCTIVE_ADVICE,
+    Interval,
+    Observations,
+    StrOptions,
+    check_indices,
+    check_observations,
+    check_params,
+    check_same_matrix,
+    entry_sample,
+)
 
 if TYPE_CHECKING:
     from .models._network import Network
@@ -47,7 +56,7 @@ _PREDICT_CHUNK = 1 << 18
 _PRUNE_INIT_SCALE = 0.1
 
 
-class _BaseDeepMC(TransformerMixin, BaseEstimator):
+class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Common parameters and machinery of the deep matrix completion estimators.
 
     A subclass adds its own parameters and implements :meth:`_build_network`, which
@@ -134,6 +143,8 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.sparse = True
+        # float32 input is fitted and returned in float32 (see ``dtype``)
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     # ------------------------------------------------------------------ validation
@@ -185,7 +196,6 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         return float(min(0.1, max(1e-3, max(self.tol, 1e-12) ** (1.0 / self.depth))))
 
     # ------------------------------------------------------------------ fit
-    @_fit_context(prefer_skip_nested_validation=True)
     def fit(
         self,
         X: Any,
@@ -222,6 +232,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        check_params(self)
         obs = self._validate_input(X, mask, reset=True)
         held_out = {}
         for name, value in (("eval_set", eval_set), ("validation_set", validation_set)):
@@ -236,6 +247,7 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
                         f"{held_out[name].shape}."
                     )
         self._fit(obs, held_out.get("eval_set"), held_out.get("validation_set"))
+        self._entry_sample = entry_sample(obs)  # lets score recognise another matrix
         return self
 
     def _fit(
@@ -360,38 +372,30 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             )
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, rows: Any, cols: Any = None) -> np.ndarray:
+    def predict_entries(self, rows: Any, cols: Any) -> np.ndarray:
         """Predicted entries ``X̂[rows[k], cols[k]]``, without forming ``X̂``.
 
         Parameters
         ----------
-        rows, cols : array-like of int of shape (K,)
-            Indices into the fitted ``m × n`` matrix. Both are required; ``cols`` has a
-            default only so that a call with a feature matrix (scikit-learn style) gets
-            a clear error — use :meth:`transform` for the completed matrix.
+        rows : array-like of int of shape (K,)
+            Row indices into the fitted ``m × n`` matrix.
+        cols : array-like of int of shape (K,)
+            Column indices, one per row index.
 
         Returns
         -------
         ndarray of shape (K,)
+            The network's predictions (observed entries are not written back).
 
         Raises
         ------
         NotFittedError
             Before :meth:`fit`.
-        TypeError
-            If ``cols`` is missing.
         ValueError
             If the indices are not 1-D integers of equal length inside ``shape_``.
         """
         check_is_fitted(self)
-        if cols is None:
-            raise TypeError(
-                "predict: expected predict(rows, cols), two 1-D integer arrays of entry "
-                f"indices into the fitted {self.shape_[0]}×{self.shape_[1]} matrix, got only "
-                f"one argument (of shape {np.shape(rows)}). For the completed matrix use "
-                "transform(X)."
-            )
-        rows, cols = check_indices(rows, cols, self.shape_, name="predict")
+        rows, cols = check_indices(rows, cols, self.shape_, name="predict_entries")
         left, right = self._factors()
         out = np.empty(rows.shape[0], dtype=np.result_type(left, right))
         for start in range(0, rows.shape[0], _PREDICT_CHUNK):
@@ -399,75 +403,151 @@ class _BaseDeepMC(TransformerMixin, BaseEstimator):
             out[sl] = np.einsum("ij,ij->i", left[rows[sl]], right[cols[sl]])
         return out
 
+    def predict(self, X: Any, cols: Any = None, *, mask: Any = None) -> np.ndarray:
+        """The network's prediction of the whole fitted matrix.
+
+        Completion is transductive: ``X`` is the matrix the estimator was fitted on (or
+        any input of the fitted shape ``(m, n)``, in the formats :meth:`fit` accepts). Unlike
+        :meth:`transform`, the observed entries of ``X`` are *not* written back: this is
+        ``X̂ = W_L ⋯ W_1`` itself, which is what scikit-learn's scorers and the
+        estimator checks compare. For a few entries of a large matrix use
+        :meth:`predict_entries`, which never forms ``X̂``.
+
+        Parameters
+        ----------
+        X : array-like of shape (m, n), DataFrame, sparse matrix or triplets
+            An input of the fitted shape; only its shape (and number of features) is used.
+        cols : array-like of int of shape (K,), default=None
+            Deprecated: ``predict(rows, cols)`` is ``predict_entries(rows, cols)``, which
+            it calls with a :class:`FutureWarning`.
+        mask : array-like of bool of shape (m, n), default=None
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (m, n)
+            In the dtype of ``X`` (float32 stays float32), or of shape (K,) in the
+            deprecated two-argument form.
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit`.
+        ValueError
+            If ``X`` does not have the fitted shape.
+        """
+        if cols is not None:
+            warnings.warn(
+                "predict(rows, cols) is deprecated and will be removed in a future release; "
+                "use predict_entries(rows, cols). predict(X) now returns the prediction of "
+                "the whole fitted matrix, as in scikit-learn.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return self.predict_entries(X, cols)
+        check_is_fitted(self)
+        obs = self._check_fitted_shape(X, mask, method="predict")
+        return self._complete().astype(obs.values.dtype, copy=False)
+
     def _complete(self) -> np.ndarray:
         left, right = self._factors()
         return left @ right.T
+
+    def _check_fitted_shape(self, X: Any, mask: Any, *, method: str) -> Observations:
+        """Validate ``X`` against the fit (features, names, shape) for ``method``."""
+        obs = self._validate_input(X, mask, reset=False)
+        if obs.shape != self.shape_:
+            raise ValueError(
+                f"{method}: this {type(self).__name__} was fitted on a matrix of shape "
+                f"{self.shape_}, got X of shape {obs.shape}. {TRANSDUCTIVE_ADVICE}"
+            )
+        return obs
 
     def transform(self, X: Any, *, mask: Any = None) -> np.ndarray:
         """The completed matrix, with the observed entries of ``X`` kept exactly.
 
         Completion is transductive: ``X`` must have the fitted shape ``(m, n)``; its
-        observed entries are copied into the network's prediction. New rows are not
-        folded in — refit (``warm_start=True`` continues from the fitted weights).
+        observed entries are copied into the network's prediction (:meth:`predict`).
+        New rows are not folded in — refit (``warm_start=True`` continues from the
+        fitted weights). With ``set_output(transform="pandas")`` the result is a
+        DataFrame with the columns and index of a DataFrame ``X``.
 
         Parameters
         ----------
         X : array-like of shape (m, n), DataFrame, sparse matrix or triplets
+            The fitted matrix (or any input of its shape).
         mask : array-like of bool of shape (m, n), default=None
+            As in :meth:`fit`.
 
         Returns
         -------
         ndarray of shape (m, n)
+            In the dtype of ``X`` (float32 stays float32).
         """
         check_is_fitted(self)
-        obs = self._validate_input(X, mask, reset=False)
-        if obs.shape != self.shape_:
-            raise ValueError(
-                f"X: this {type(self).__name__} was fitted on a matrix of shape "
-                f"{self.shape_}, got shape {obs.shape}. Completion is transductive: "
-                "transform the fitted matrix, or fit on the new one."
-            )
+        obs = self._check_fitted_shape(X, mask, method="transform")
         out = self._complete().astype(obs.values.dtype, copy=False)
         out[obs.rows, obs.cols] = obs.values
         return out
 
-    def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None, eval_set: Any = None):
+    def fit_transform(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        mask: Any = None,
+        eval_set: Any = None,
+        validation_set: Any = None,
+    ) -> np.ndarray:
         """Fit to ``X`` and return the completed matrix (observed entries kept).
 
         Parameters
         ----------
-        X, mask, eval_set
+        X : array-like of shape (m, n), DataFrame, sparse matrix or triplets
             As in :meth:`fit`.
         y : None
             Ignored.
+        mask : array-like of bool of shape (m, n), default=None
+            As in :meth:`fit`.
+        eval_set : same formats as ``X``, default=None
+            As in :meth:`fit`.
+        validation_set : same formats as ``X``, default=None
+            As in :meth:`fit`.
 
         Returns
         -------
         ndarray of shape (m, n)
         """
-        return self.fit(X, mask=mask, eval_set=eval_set).transform(X, mask=mask)
+        self.fit(X, mask=mask, eval_set=eval_set, validation_set=validation_set)
+        return self.transform(X, mask=mask)
 
     def score(self, X: Any, y: Any = None, *, mask: Any = None) -> float:
         """Negative relative error on the observed entries of ``X`` (higher is better).
 
-        ``-‖X̂_Ω − X_Ω‖_F / ‖X_Ω‖_F`` where Ω are the observed entries of ``X``, typically a
-        held-out set.
+        ``-‖X̂_Ω − X_Ω‖_F / ‖X_Ω‖_F`` where Ω are the observed entries of ``X``, typically
+        entries held out of the fit (a matrix of the fitted shape, NaN elsewhere). ``X``
+        must be the fitted matrix: another shape, or entries that contradict those seen
+        at fit (as in a cross-validation fold of rows), raise a ``ValueError`` that says
+        how to hold out entries instead.
 
         Parameters
         ----------
         X : array-like of shape (m, n), DataFrame, sparse matrix or triplets
+            Held-out entries of the fitted matrix.
         y : None
             Ignored.
         mask : array-like of bool of shape (m, n), default=None
+            As in :meth:`fit`.
 
         Returns
         -------
         float
         """
         check_is_fitted(self)
-        obs = self._validate_input(X, mask, reset=False)
-        if obs.shape != self.shape_:
-            raise ValueError(f"X: expected shape {self.shape_} (the fitted one), got {obs.shape}.")
-        pred = self.predict(obs.rows, obs.cols)
+        obs = self._check_fitted_shape(X, mask, method="score")
+        sample = getattr(self, "_entry_sample", None)  # absent in models pickled before
+        if sample is not None:
+            check_same_matrix(sample, obs, name="score")
+        pred = self.predict_entries(obs.rows, obs.cols)
         denom = max(float(np.linalg.norm(obs.values)), np.finfo(float).tiny)
         return -float(np.linalg.norm(pred - obs.values) / denom)

@@ -49,6 +49,7 @@ __all__ = [
     "evaluate",
     "gradient_descent",
     "make_optimizer",
+    "progress_bar",
     "step",
 ]
 
@@ -62,6 +63,47 @@ DIVERGENCE_RESIDUAL = 1e2
 #: How many times the step is halved on divergence before giving up.
 MAX_BACKOFFS = 8
 _TINY = float(np.finfo(float).tiny)
+#: Seconds after which a fit with ``verbose=0`` shows its progress bar on a terminal.
+PROGRESS_DELAY = 5.0
+
+
+def progress_bar(verbose: int, name: str, start_iter: int, end_iter: int, tol: float) -> Any:
+    """The tqdm bar of a fit, advanced at its checks and completed where the fit stops.
+
+    ``verbose`` forces the bar on from the start. Otherwise it appears by itself after
+    :data:`PROGRESS_DELAY` seconds, and only when stderr is a terminal (tqdm's
+    ``disable=None``), so short fits, logs and CI stay silent. Its postfix shows the
+    training loss, the relative change of the fitted values that the stop rule compares
+    with ``tol`` (in the description), and the held-out error.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=end_iter,
+        initial=start_iter,
+        desc=f"[{name}] tol={tol:g}",
+        unit="step",
+        disable=False if verbose else None,
+        delay=0.0 if verbose else PROGRESS_DELAY,
+        dynamic_ncols=True,
+    )
+
+
+def _show_progress(bar: Any, it: int, row: dict) -> None:
+    """Advance ``bar`` to iteration ``it`` with the check's figures (may go back on back-off)."""
+    postfix = {"loss": f"{row['loss']:.3e}", "change": f"{row['change']:.2e}"}
+    for key in ("eval_error", "val_rmse"):
+        if key in row:
+            postfix[key] = f"{row[key]:.3e}"
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(it - bar.n)
+
+
+def _finish_progress(bar: Any, it: int, name: str, stop: str) -> None:
+    """End the bar where the fit stopped (full), saying why, instead of at ``max_iter``."""
+    bar.total = max(it, bar.n, 1)
+    bar.n = it
+    bar.set_description_str(f"[{name}] {stop}", refresh=False)
 
 
 class DivergenceError(FloatingPointError):
@@ -438,7 +480,7 @@ def _check(cfg: _Config, state: _State, resid: torch.Tensor, interrupted: bool) 
     row = _record(cfg, state, loss, residual, change)
     _snapshot(cfg, state, resid)
     if cfg.progress is not None:
-        cfg.progress.set_postfix(loss=f"{row['loss']:.3e}", residual=f"{residual:.2e}")
+        _show_progress(cfg.progress, state.it, row)
     if cfg.validation is not None:
         if state.best is None or row["val_rmse"] < state.best[0]:
             state.best = (row["val_rmse"], state.it, state.snapshot[1])
@@ -530,7 +572,8 @@ def gradient_descent(
     name : str, default="gradient_descent"
         Prefix of messages and of the progress bar.
     verbose : int, default=0
-        Show a progress bar.
+        Show the progress bar from the start; with 0 it appears by itself on a terminal
+        when the run lasts more than :data:`PROGRESS_DELAY` seconds (:func:`progress_bar`).
     reduce : callable, default=None
         Sums the check's scalars across processes (see :func:`check_scalars`).
     stop_rule : callable, default=None
@@ -555,12 +598,10 @@ def gradient_descent(
         end_iter=start_iter + max_iter, history=[] if history is None else history,
     )  # fmt: skip
     state = _State(it=start_iter, lr=lr, optimizer=cfg.new_optimizer(lr))
-    if verbose:
-        from tqdm.auto import tqdm
-
-        cfg.progress = tqdm(total=cfg.end_iter, initial=start_iter, desc=f"[{name}]")
+    cfg.progress = progress_bar(verbose, name, start_iter, cfg.end_iter, tol)
     try:
         stop = _loop(cfg, state, start_iter, check_every)
+        _finish_progress(cfg.progress, state.it, name, stop)
     finally:
         if cfg.progress is not None:
             cfg.progress.close()
@@ -595,5 +636,3 @@ def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str
             step(cfg.flat, grads, state.optimizer)
             state.restored = False
             state.it += 1
-            if cfg.progress is not None:
-                cfg.progress.update(1)

@@ -18,7 +18,23 @@ def _as_pair(predicted: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def relative_error(predicted: Any, true: Any) -> float:
-    """``‖predicted − true‖_F / ‖true‖_F``.
+    """Relative error ``‖predicted − true‖_F / ‖true‖_F``.
+
+    Parameters
+    ----------
+    predicted : array-like
+        Predicted values.
+    true : array-like of the same shape
+        Reference values; must not be all zero.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``true`` has zero norm.
 
     Examples
     --------
@@ -33,7 +49,18 @@ def relative_error(predicted: Any, true: Any) -> float:
 
 
 def rmse(predicted: Any, true: Any) -> float:
-    """Root-mean-square error.
+    """Root-mean-square error ``sqrt(mean((predicted − true)²))``.
+
+    Parameters
+    ----------
+    predicted : array-like
+        Predicted values.
+    true : array-like of the same shape
+        Reference values.
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -49,11 +76,11 @@ def recovery_error(estimator: Any, rows: Any, cols: Any, true_values: Any) -> fl
 
     ``‖P_S(X̂ − Φ)‖_F / ‖P_S(Φ)‖_F`` for a set ``S`` of entries, typically the unobserved
     entries Ωᶜ, or a large random sample of them when ``m·n`` is large. Uses
-    ``estimator.predict``, so no ``m × n`` matrix is formed.
+    ``estimator.predict_entries``, so no ``m × n`` matrix is formed.
 
     Parameters
     ----------
-    estimator : fitted estimator with ``predict(rows, cols)``
+    estimator : fitted estimator with ``predict_entries(rows, cols)``
     rows, cols : array-like of int of shape (K,)
     true_values : array-like of shape (K,)
         ``Φ`` at those entries.
@@ -62,4 +89,4 @@ def recovery_error(estimator: Any, rows: Any, cols: Any, true_values: Any) -> fl
     -------
     float
     """
-    return relative_error(estimator.predict(rows, cols), true_values)
+    return relative_error(estimator.predict_entries(rows, cols), true_values)

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import Interval, StrOptions, check_params
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion, make_estimator
 
 __all__ = ["RatingsCompletion", "fit_biases", "fit_member", "validation_folds"]
@@ -467,6 +468,11 @@ class RatingsCompletion(BaseEstimator):
     def _pairs(X: Any, y: Any, *, need_ratings: bool) -> tuple[np.ndarray, np.ndarray, Any]:
         """``(users, items, ratings)`` from a DataFrame, an (N, 2|3) array, or pairs + y."""
         ratings = None
+        if sp.issparse(X):
+            raise TypeError(
+                "X: sparse input is not supported; pass a DataFrame with 'user' and 'item' "
+                "columns or an array of (user, item) pairs (ids, not a feature matrix)."
+            )
         if isinstance(X, pd.DataFrame):
             missing = [c for c in ("user", "item") if c not in X.columns]
             if missing:
@@ -488,6 +494,13 @@ class RatingsCompletion(BaseEstimator):
             users, items = arr[:, 0], arr[:, 1]
             if arr.shape[1] == 3 and y is None:
                 ratings = arr[:, 2]
+        for name, ids in (("user", users), ("item", items)):
+            missing = pd.isna(ids) | (np.isinf(ids) if ids.dtype.kind == "f" else False)
+            if np.any(missing):
+                raise ValueError(
+                    f"X: {name} ids must not be NaN or infinite; found one in row "
+                    f"{int(np.flatnonzero(missing)[0])}."
+                )
         if y is not None:
             ratings = np.asarray(y)
         if ratings is not None:
@@ -554,8 +567,9 @@ class RatingsCompletion(BaseEstimator):
         self : object
             The fitted estimator.
         """
-        self._validate_params()
+        check_params(self)
         users, items, ratings = self._pairs(X, y, need_ratings=True)
+        self.n_features_in_ = int(np.shape(X)[1]) if np.ndim(X) == 2 else 2
         if ratings.shape[0] == 0:
             raise ValueError("X: no ratings; at least one is needed.")
         self.users_, rows = _encode_ids(users, "user")
@@ -637,7 +651,7 @@ class RatingsCompletion(BaseEstimator):
         fitted = [net for net in self.networks_ if net is not None]
         if both.any() and fitted:
             # The members' network terms averaged (a missing network contributes 0).
-            pred[both] += sum(net.predict(rows[both], cols[both]) for net in fitted) / len(
+            pred[both] += sum(net.predict_entries(rows[both], cols[both]) for net in fitted) / len(
                 self.networks_
             )
         return np.clip(pred, *self.rating_range_)

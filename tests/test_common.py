@@ -1,14 +1,12 @@
-"""scikit-learn's estimator checks on both estimators, every exemption with its reason.
+"""scikit-learn's estimator checks on every estimator, each exemption with its reason.
 
-Two deliberate departures from a feature-matrix transformer make some checks fail:
-
-* ``predict(rows, cols)`` takes entry *indices* (held-out entries of the fitted matrix),
-  not a feature matrix; the checks call ``predict(X)``, which gets a ``TypeError`` that
-  says so. Those checks are run a second time on :class:`_TransformOnly`, the same
-  estimator with ``predict`` hidden, so that what they check on ``transform`` (pickling,
-  idempotence, an unchanged ``__dict__``, dtypes, sparse input, ...) is still checked.
-* completion is transductive: ``transform`` needs a matrix of the fitted shape, so
-  transforming a subset or a permutation of the rows is refused with an explanation.
+The matrix estimators are transformers whose ``predict(X)`` returns the network's
+prediction of the whole fitted ``m × n`` matrix (``transform`` is the same with the
+observed entries written back). Completion is *transductive*: the estimator completes
+the matrix it was fitted on, so a check that fits on some rows and then predicts other
+rows, a subset or a permutation of them, asks about another matrix and is refused with
+an explanation. :class:`~deepmc.RatingsCompletion` takes a table of ``(user, item)`` id
+pairs, so checks that feed it feature matrices of another width cannot apply.
 """
 
 from __future__ import annotations
@@ -17,52 +15,64 @@ import pytest
 from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
+from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
 
-PREDICT = (
-    "predict(rows, cols) takes entry indices, not a feature matrix; the check calls "
-    "predict(X). Re-run on transform in test_checks_on_transform."
-)
 TRANSDUCTIVE = (
-    "completion is transductive: transform needs the fitted (m, n) shape, so a subset "
-    "or a permutation of the rows is another matrix and is refused with an explanation."
+    "completion is transductive: predict/transform need the fitted (m, n) matrix; a "
+    "subset, a permutation or a held-out split of its rows is another matrix and is "
+    "refused with an explanation"
 )
-OBJECT = (
-    "object arrays are refused with a clear error (no silent conversion of "
-    "object/string data); predict(X) is also called."
+MATRIX_PREDICT = (
+    "the check expects predict to return one value per row; predict returns the "
+    "completed (m, n) matrix (sparse input itself is supported: the check is re-run "
+    "with predict hidden in test_sparse_checks_on_transform)"
 )
-#: checks that fail only because they call predict(X); re-run on _TransformOnly
-PREDICT_CHECKS = [
-    "check_n_features_in_after_fitting",
-    "check_estimators_dtypes",
-    "check_estimator_sparse_array",
-    "check_estimator_sparse_matrix",
-    "check_estimators_pickle",
-    "check_f_contiguous_array_estimator",
-    "check_dict_unchanged",
-    "check_fit2d_predict1d",
-]
-EXPECTED_FAILED = {
-    **dict.fromkeys(PREDICT_CHECKS, PREDICT),
-    "check_estimators_pickle(readonly_memmap=True)": PREDICT,
-    "check_fit_idempotent": TRANSDUCTIVE
-    + " (it transforms a held-out split; idempotence is tested in test_robustness.py)",
-    "check_methods_sample_order_invariance": TRANSDUCTIVE,
+OBJECT = "object arrays are refused with a clear error rather than converted silently"
+PAIRS = (
+    "X is a table of (user, item) id pairs (or (user, item, rating) rows); a feature "
+    "matrix of another width is refused with an error that says so"
+)
+
+MATRIX_EXPECTED_FAILED = {
     "check_methods_subset_invariance": TRANSDUCTIVE,
+    "check_methods_sample_order_invariance": TRANSDUCTIVE,
+    "check_fit_idempotent": TRANSDUCTIVE
+    + " (it predicts a held-out split; idempotence is tested in test_robustness.py)",
+    "check_estimator_sparse_array": MATRIX_PREDICT,
+    "check_estimator_sparse_matrix": MATRIX_PREDICT,
     "check_dtype_object": OBJECT,
 }
-
+RATINGS_EXPECTED_FAILED = {
+    name: PAIRS
+    for name in [
+        "check_n_features_in_after_fitting",
+        "check_positive_only_tag_during_fit",
+        "check_estimators_dtypes",
+        "check_complex_data",
+        "check_dtype_object",
+        "check_estimators_empty_data_messages",
+        "check_fit2d_1sample",
+        "check_fit2d_1feature",
+        "check_fit2d_predict1d",
+    ]
+}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 ESTIMATORS = [
     CompressedDeepMatrixCompletion(rank=1, max_iter=20, device="cpu"),
     DeepMatrixCompletion(max_iter=20, device="cpu"),
+    RatingsCompletion(rank=1, max_iter=20, device="cpu", random_state=0),
 ]
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED)
+def _expected_failed(estimator) -> dict[str, str]:
+    if isinstance(estimator, RatingsCompletion):
+        return RATINGS_EXPECTED_FAILED
+    return MATRIX_EXPECTED_FAILED
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed)
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -71,16 +81,18 @@ def test_sklearn_compatible(estimator, check):
 class _CompressedTransformOnly(CompressedDeepMatrixCompletion):
     @property
     def predict(self):
-        raise AttributeError("hidden: the checks' predict(X) is not deepmc's predict")
+        raise AttributeError("hidden: the sparse checks expect one prediction per row")
 
 
 class _FullTransformOnly(DeepMatrixCompletion):
     @property
     def predict(self):
-        raise AttributeError("hidden: the checks' predict(X) is not deepmc's predict")
+        raise AttributeError("hidden: the sparse checks expect one prediction per row")
 
 
-@pytest.mark.parametrize("check_name", PREDICT_CHECKS)
+@pytest.mark.parametrize(
+    "check_name", ["check_estimator_sparse_array", "check_estimator_sparse_matrix"]
+)
 @pytest.mark.parametrize(
     "estimator",
     [
@@ -90,6 +102,6 @@ class _FullTransformOnly(DeepMatrixCompletion):
     ids=["compressed", "full"],
 )
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_checks_on_transform(estimator, check_name):
+def test_sparse_checks_on_transform(estimator, check_name):
     assert not hasattr(estimator, "predict")
     getattr(ec, check_name)(type(estimator).__name__, estimator)

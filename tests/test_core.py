@@ -250,7 +250,7 @@ def test_explicit_validation_set_drives_early_stopping(problem_a):
     h = est.history_
     best = h.loc[h["val_rmse"].idxmin()]
     assert est.best_iteration_ == best["iteration"]
-    pred = est.predict(rows, cols)  # the kept state is the recorded best one
+    pred = est.predict_entries(rows, cols)  # the kept state is the recorded best one
     assert np.sqrt(np.mean((pred - values) ** 2)) == pytest.approx(best["val_rmse"], rel=1e-6)
     with pytest.raises(ValueError, match="validation_set: expected a matrix of shape"):
         est.fit(problem_a.train, validation_set=([0, 1, 2], [0, 1, 2], values[:3], (3, 3)))

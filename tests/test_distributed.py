@@ -226,4 +226,4 @@ def test_cli_under_torchrun_matches_the_single_process_cli(tmp_path):
     assert _rel(one.history_["loss"], two.history_["loss"]) < 1e-10
     assert _rel(one.U_, two.U_) < 1e-10 and _rel(one.V_, two.V_) < 1e-10
     r, c, _, _ = _problem()
-    assert _rel(one.predict(r, c), two.predict(r, c)) < 1e-10
+    assert _rel(one.predict_entries(r, c), two.predict_entries(r, c)) < 1e-10

@@ -138,7 +138,7 @@ def test_fit_in_a_world_of_one_is_the_estimators_fit(tmp_path):
     loaded = load_model(tmp_path / "model")
     np.testing.assert_allclose(loaded.U_, ref.U_, rtol=1e-12, atol=1e-14)
     r, c, _, _ = _small()
-    np.testing.assert_allclose(loaded.predict(r, c), ref.predict(r, c), rtol=1e-10)
+    np.testing.assert_allclose(loaded.predict_entries(r, c), ref.predict_entries(r, c), rtol=1e-10)
     assert loaded.n_iter_ == ref.n_iter_ == 60
     (tmp_path / "model" / "COMPLETE").unlink()
     with pytest.raises(ValueError, match="no complete model"):

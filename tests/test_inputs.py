@@ -41,7 +41,7 @@ def test_all_formats_give_the_same_fit(small, device, Est, kwargs):
     for name, (X, fit_kw) in _formats(small).items():
         est = Est(device=device, random_state=0, init_scale=0.1, tol=1e-4, **kwargs)
         est.fit(X, **fit_kw)
-        results[name] = (est.n_iter_, est.predict(small.test_rows, small.test_cols))
+        results[name] = (est.n_iter_, est.predict_entries(small.test_rows, small.test_cols))
     ref_iter, ref_pred = results["nan-dense"]
     for name, (n_iter, pred) in results.items():
         assert n_iter == ref_iter, name
@@ -70,7 +70,7 @@ def test_transform_keeps_observed_entries_bit_for_bit(small, dtype):
     # predictions at held-out entries are the same values transform returns there
     np.testing.assert_allclose(
         out[small.test_rows, small.test_cols],
-        est.predict(small.test_rows, small.test_cols).astype(dtype),
+        est.predict_entries(small.test_rows, small.test_cols).astype(dtype),
         rtol=1e-5,
         atol=1e-6,
     )

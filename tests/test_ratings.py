@@ -113,7 +113,7 @@ def test_unseen_users_and_items(fitted):
     assert pred[0] == pytest.approx(np.clip(mu + fitted.item_bias_[5], lo, hi))
     assert pred[1] == pytest.approx(np.clip(mu + fitted.user_bias_[3], lo, hi))
     assert pred[2] == pytest.approx(np.clip(mu, lo, hi))
-    network = np.mean([net.predict([3], [5]) for net in fitted.networks_])
+    network = np.mean([net.predict_entries([3], [5]) for net in fitted.networks_])
     known = mu + fitted.user_bias_[3] + fitted.item_bias_[5] + np.array([network])
     assert pred[3] == pytest.approx(np.clip(known[0], lo, hi))
 
@@ -123,7 +123,7 @@ def test_predictions_are_clipped_to_the_training_range(ratings, fitted, monkeypa
     users, items = ratings["user"], ratings["item"]
     for shift, bound in ((100.0, fitted.rating_range_[1]), (-100.0, fitted.rating_range_[0])):
         for net in fitted.networks_:
-            monkeypatch.setattr(net, "predict", lambda r, c, s=shift: np.full(len(r), s))
+            monkeypatch.setattr(net, "predict_entries", lambda r, c, s=shift: np.full(len(r), s))
         np.testing.assert_array_equal(fitted.predict(users, items), bound)
         monkeypatch.undo()
     pred = fitted.predict(users, items)
@@ -314,7 +314,7 @@ def test_members_hold_out_disjoint_slices_and_are_averaged(ratings, fitted):
             ratings["rating"].to_numpy()[keep],
             (len(fitted.users_), len(fitted.items_)),
         )
-        terms.append(mu + bu[rows] + bi[cols] + net.predict(rows, cols))
+        terms.append(mu + bu[rows] + bi[cols] + net.predict_entries(rows, cols))
     np.testing.assert_allclose(fitted.predict(users, items), np.clip(np.mean(terms, 0), 1, 5))
     assert fitted.best_iterations_.shape == (2,)
     assert fitted.n_iter_ == sum(net.n_iter_ for net in fitted.networks_)

@@ -204,26 +204,32 @@ def test_cuda_without_gpu_is_refused(device, data, no_work):
 @pytest.mark.parametrize("make", ESTIMATORS)
 def test_predict_and_transform_check_their_input(make, data):
     with pytest.raises(NotFittedError):
-        make().predict([0], [0])
+        make().predict_entries([0], [0])
     with pytest.raises(NotFittedError):
         make().transform(data["X"])
     est = _quiet_fit(make(max_iter=10), data["X"])
-    with pytest.raises(ValueError, match=r"predict: rows must lie in \[0, 20\).*\[0, 20\]"):
-        est.predict([0, 20], [0, 1])
-    with pytest.raises(ValueError, match=r"predict: cols must lie in \[0, 15\).*\[-1, 3\]"):
-        est.predict([0, 1], [-1, 3])
-    with pytest.raises(ValueError, match=r"predict: rows must hold integer indices.*float64"):
-        est.predict([0.5, 1.0], [0, 1])
-    with pytest.raises(ValueError, match=r"predict: rows must hold integer indices.*bool"):
-        est.predict([True, False], [0, 1])
-    with pytest.raises(ValueError, match=r"predict: rows and cols must have the same length"):
-        est.predict([0, 1], [0])
-    with pytest.raises(ValueError, match=r"predict: rows must be a 1-D array.*\(20, 15\)"):
-        est.predict(np.zeros((M, N), int), np.zeros((M, N), int))
-    with pytest.raises(TypeError, match=r"predict: expected predict\(rows, cols\).*transform"):
-        est.predict(data["X"])
+    with pytest.raises(ValueError, match=r"predict_entries: rows must lie in \[0, 20\).*\[0, 20\]"):
+        est.predict_entries([0, 20], [0, 1])
+    with pytest.raises(ValueError, match=r"predict_entries: cols must lie in \[0, 15\).*\[-1, 3\]"):
+        est.predict_entries([0, 1], [-1, 3])
+    with pytest.raises(
+        ValueError, match=r"predict_entries: rows must hold integer indices.*float64"
+    ):
+        est.predict_entries([0.5, 1.0], [0, 1])
+    with pytest.raises(ValueError, match=r"predict_entries: rows must hold integer indices.*bool"):
+        est.predict_entries([True, False], [0, 1])
+    with pytest.raises(
+        ValueError, match=r"predict_entries: rows and cols must have the same length"
+    ):
+        est.predict_entries([0, 1], [0])
+    with pytest.raises(ValueError, match=r"predict_entries: rows must be a 1-D array.*\(20, 15\)"):
+        est.predict_entries(np.zeros((M, N), int), np.zeros((M, N), int))
+    with pytest.raises(TypeError, match=r"cols"):
+        est.predict_entries([0, 1])
     # integer-valued floats are accepted as indices
-    np.testing.assert_array_equal(est.predict([1.0, 2.0], [3, 4]), est.predict([1, 2], [3, 4]))
+    np.testing.assert_array_equal(
+        est.predict_entries([1.0, 2.0], [3, 4]), est.predict_entries([1, 2], [3, 4])
+    )
     with pytest.raises(ValueError, match=r"X has 14 features, but \w+ is expecting 15"):
         est.transform(data["X"][:, :-1])
     with pytest.raises(ValueError, match=r"fitted on a matrix of shape \(20, 15\).*\(19, 15\)"):
@@ -391,14 +397,14 @@ def test_same_random_state_is_bit_for_bit(make, data):
 def test_pickle_and_joblib_round_trips_keep_predictions(make, data):
     est = _quiet_fit(make(max_iter=50), pd.DataFrame(data["X"]))
     rows, cols = np.nonzero(~data["mask"])
-    want_pred, want_full = est.predict(rows, cols), est.transform(pd.DataFrame(data["X"]))
+    want_pred, want_full = est.predict_entries(rows, cols), est.transform(pd.DataFrame(data["X"]))
     blob = pickle.dumps(est)
     assert b"torch" not in blob  # fitted state is NumPy: loads without a GPU
     buffer = io.BytesIO()
     joblib.dump(est, buffer)
     buffer.seek(0)
     for loaded in (pickle.loads(blob), joblib.load(buffer)):
-        np.testing.assert_array_equal(loaded.predict(rows, cols), want_pred)
+        np.testing.assert_array_equal(loaded.predict_entries(rows, cols), want_pred)
         np.testing.assert_array_equal(loaded.transform(pd.DataFrame(data["X"])), want_full)
         pd.testing.assert_frame_equal(loaded.history_, est.history_)
         assert loaded.get_params() == est.get_params()
@@ -410,7 +416,7 @@ import numpy as np
 import torch
 assert not torch.cuda.is_available()
 est = pickle.load(open(sys.argv[1], "rb"))
-np.save(sys.argv[2], est.predict(np.arange(20), np.arange(20) % 15))
+np.save(sys.argv[2], est.predict_entries(np.arange(20), np.arange(20) % 15))
 """
 
 
@@ -427,7 +433,7 @@ def test_model_fitted_on_cuda_predicts_without_gpu(make, data, tmp_path):
         check=True,
         env=env,
     )
-    want = est.predict(np.arange(20), np.arange(20) % 15)
+    want = est.predict_entries(np.arange(20), np.arange(20) % 15)
     np.testing.assert_array_equal(np.load(tmp_path / "pred.npy"), want)
 
 

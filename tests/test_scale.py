@@ -23,7 +23,7 @@ _SCRIPT = textwrap.dedent(
         est.fit(problem.train)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     losses = est.history_["loss"].tolist()
-    pred = est.predict(problem.test_rows[:1000], problem.test_cols[:1000])
+    pred = est.predict_entries(problem.test_rows[:1000], problem.test_cols[:1000])
     print(json.dumps({"before": before, "peak": peak, "n_iter": est.n_iter_,
                       "losses": losses, "finite": bool(np.isfinite(pred).all()),
                       "U": list(est.U_.shape)}))

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import _BaseDeepMC
 from .._data import TrainingData
@@ -22,6 +21,7 @@ from .._kernels import (
 )
 from .._prune import compressed_spectrum, prune_compressed, reseed_compressed
 from .._solver import Params
+from .._validation import Interval, StrOptions
 from ..init import parsimony, random_frames, spectral
 
 __all__ = [

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
 
 from .._base import _BaseDeepMC
 from .._data import TrainingData
@@ -17,6 +16,7 @@ from .._device import available_bytes
 from .._kernels import chain_backward, chain_prefixes
 from .._prune import chain_spectrum, prune_layers
 from .._solver import Params
+from .._validation import Interval
 from ..init import epsilon_orthogonal
 
 __all__ = ["DeepMatrixCompletion", "FullNetwork", "full_loss_and_grads", "full_residual_and_grads"]
