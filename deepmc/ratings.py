@@ -216,6 +216,10 @@ def _check_ids(ids: np.ndarray, name: str) -> np.ndarray:
             f"{name}: found {_positions(missing)} missing ids (NaN or None); drop or fill "
             "those rows first."
         )
+    if ids.dtype.kind == "f" and np.isinf(ids).any():
+        raise ValueError(
+            f"{name}: found {_positions(np.isinf(ids))} infinite ids; ids must be finite."
+        )
     return ids
 
 
@@ -494,13 +498,6 @@ class RatingsCompletion(BaseEstimator):
             users, items = arr[:, 0], arr[:, 1]
             if arr.shape[1] == 3 and y is None:
                 ratings = arr[:, 2]
-        for name, ids in (("user", users), ("item", items)):
-            missing = pd.isna(ids) | (np.isinf(ids) if ids.dtype.kind == "f" else False)
-            if np.any(missing):
-                raise ValueError(
-                    f"X: {name} ids must not be NaN or infinite; found one in row "
-                    f"{int(np.flatnonzero(missing)[0])}."
-                )
         if y is not None:
             ratings = np.asarray(y)
         if ratings is not None:
