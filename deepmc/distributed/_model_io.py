@@ -40,6 +40,15 @@ def save_model(model: Any, directory: str | os.PathLike, comm: Comm) -> None:
 
     Any completion marker already in ``directory`` is removed first, so that the
     directory never looks complete while it holds a mix of two models.
+
+    Parameters
+    ----------
+    model : ShardedModel
+        This rank's result of :func:`deepmc.distributed.fit`.
+    directory : str or os.PathLike
+        The model directory, on a file system every rank sees.
+    comm : Comm
+        The process group the model was fitted in.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

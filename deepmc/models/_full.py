@@ -118,7 +118,8 @@ class DeepMatrixCompletion(_BaseDeepMC):
         ``optimizer`` other than ``"gd"`` nothing is pruned. ``"gd"``: plain
         constant-step gradient descent from the ε-orthogonal initialisation, the
         papers' method, step for step (the fidelity mode for studying it). Both stop
-        by the rule of ``tol``.    weight_decay : float, default=0.0
+        by the rule of ``tol``.
+    weight_decay : float, default=0.0
         λ; the GD step is ``W ← (1 − ηλ)W − η∇ℓ``.
     max_iter : int, default=20000
         Maximum number of gradient steps.
