@@ -1,0 +1,87 @@
+"""The README's speed table: default fits to their targets and per-step times, one run.
+
+Run from the repository root::
+
+    python benchmarks/speed_table.py
+
+Each fit is the default estimator (``solver="auto"``, ``tol=0``, ``random_state=0``,
+float64, on the CPU) run for the steps that first reach the target error (``TARGETS`` of
+``bench_scale.py``), initialisation included, best of three. Per-step times are those of
+the compressed step as the fit runs it (one thread on problem A, the default threads on
+B), best of five batches. The recovery error printed beside each fit checks that the
+step budget does reach its target.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_scale import _CompressedStepper, _FullStepper
+from deepmc.datasets import make_problem
+from deepmc.models import make_estimator
+
+#: (label, problem, method, steps, target error)
+FITS = [
+    ("A, compressed, to 1e-4", "A", "compressed", 825, 1e-4),
+    ("A, full width, to 1e-4", "A", "full", 525, 1e-4),
+    ("B, compressed, to 1e-6", "B", "compressed", 425, 1e-6),
+    ("B, compressed, to 1e-10", "B", "compressed", 750, 1e-10),
+]
+
+
+def _best(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _fit(problem: Any, method: str, steps: int) -> Any:
+    est = make_estimator(
+        method, rank=problem.rank, depth=problem.depth, tol=0.0, max_iter=steps,
+        random_state=0, device="cpu",
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(problem.train)
+
+
+def _per_step(stepper: Any, n: int) -> float:
+    stepper.step()
+    return _best(lambda: [stepper.step() for _ in range(n)], 5)[0] / n
+
+
+def main() -> None:
+    problems = {name: make_problem(name, random_state=0) for name in ("A", "B")}
+    _fit(problems["A"], "compressed", 50)  # start-up costs (dispatch, thread pools)
+    for label, name, method, steps, target in FITS:
+        seconds, est = _best(lambda p=problems[name], m=method, s=steps: _fit(p, m, s), 3)
+        error = problems[name].recovery_error(est)
+        print(f"{label}: {seconds:.3f} s, {est.n_iter_} steps, error {error:.2e} (<= {target:g})")
+    threads = torch.get_num_threads()
+    for name, n in (("A", 300), ("B", 60)):
+        torch.set_num_threads(1 if name == "A" else threads)  # as the fit does
+        for dtype in (torch.float64, torch.float32):
+            step = _per_step(_CompressedStepper(problems[name], "cpu", dtype), n)
+            print(f"compressed step {name} {str(dtype)[6:]}: {step * 1e6:.0f} us")
+    torch.set_num_threads(threads)
+    full = _per_step(_FullStepper(problems["B"], "cpu", torch.float64), 3)
+    comp = _per_step(_CompressedStepper(problems["B"], "cpu", torch.float64), 60)
+    print(f"B full width / compressed per step: {full / comp:.0f}x ({full * 1e3:.1f} ms / "
+          f"{comp * 1e3:.2f} ms)")
+
+
+if __name__ == "__main__":
+    main()
