@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ._data import TrainingData
-from ._kernels import chain_product
+from ._kernels import _csr, chain_product
 
 __all__ = [
     "MIN_GAP",
@@ -292,9 +292,8 @@ class _Residual:
         data = self.data
         m, n = data.shape
         vals = r * data.sampling_scale
-        with torch.sparse.check_sparse_tensor_invariants(False):
-            R = torch.sparse_csr_tensor(data.pattern.crow, data.pattern.col, vals, (m, n))
-            Rt = torch.sparse_csr_tensor(self.crow_t, self.col_t, vals[self.order], (n, m))
+        R = _csr(data.pattern.crow, data.pattern.col, vals, (m, n))
+        Rt = _csr(self.crow_t, self.col_t, vals[self.order], (n, m))
         return (lambda x: R @ x), (lambda y: Rt @ y)
 
 
