@@ -27,6 +27,7 @@ import torch
 from .._data import TrainingData
 from ..init import epsilon_orthogonal
 from ..models._compressed import compressed_residual_and_grads
+from ..models._full import layer_factors
 from ._comm import Comm
 
 __all__ = ["NarrowShardedNetwork", "ShardedNetwork"]
@@ -167,11 +168,7 @@ class NarrowShardedNetwork:
         return data.y
 
     def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        layers = params["layers"]
-        left = layers[-1]
-        for W in reversed(layers[1:-1]):
-            left = left @ W
-        return left, layers[0].T
+        return layer_factors(params["layers"])
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * self.width * self.depth

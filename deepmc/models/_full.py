@@ -19,7 +19,32 @@ from .._solver import Params
 from .._validation import Interval
 from ..init import epsilon_orthogonal
 
-__all__ = ["DeepMatrixCompletion", "FullNetwork", "full_loss_and_grads", "full_residual_and_grads"]
+__all__ = [
+    "DeepMatrixCompletion",
+    "FullNetwork",
+    "full_loss_and_grads",
+    "full_residual_and_grads",
+    "layer_factors",
+]
+
+
+def layer_factors(layers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(left, right)`` with ``W_L ⋯ W_1 = left @ right.T``: ``W_L ⋯ W_2`` and ``W_1ᵀ``.
+
+    Parameters
+    ----------
+    layers : list of Tensor
+        ``[W_1, …, W_L]``, ``W_1`` of shape (width, n) and ``W_L`` of shape (m, width).
+
+    Returns
+    -------
+    left : Tensor of shape (m, width)
+    right : Tensor of shape (n, width)
+    """
+    left = layers[-1]
+    for W in reversed(layers[1:-1]):
+        left = left @ W
+    return left, layers[0].T
 
 
 def full_residual_and_grads(
@@ -364,11 +389,7 @@ class FullNetwork:
         return data.dense_targets()[0]
 
     def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        layers = params["layers"]
-        left = layers[-1]
-        for W in reversed(layers[1:-1]):
-            left = left @ W
-        return left, layers[0].T
+        return layer_factors(params["layers"])
 
     def step_work(self, data: TrainingData) -> int:
         m, n = data.shape
