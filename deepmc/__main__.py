@@ -57,7 +57,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"  warning ({label}): {w.message}")
     print(f"{'network':<12}{'iterations':>12}{'seconds':>10}{'recovery error':>16}")
     for label, it, sec, err in rows:
-        print(f"{label:<12}{it:>12d}{sec:>10.2f}{err:>16.2e}")
+        print(f"{label:<12}{it:>12d}{sec:>10.3f}{err:>16.2e}")
     print(f"speed-up of compressed over full width: {rows[1][2] / rows[0][2]:.1f}x (wall clock)")
     return 0
 
