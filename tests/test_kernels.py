@@ -152,6 +152,47 @@ def test_compressed_residual_and_grads_match_autograd(method, reuse):
             assert gV is kern.buffer("compressed.grad_V", (n, k))
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize("L", [1, 2, 4, 5])
+def test_compressed_grads_of_any_depth(L, reuse):
+    """Every depth back-propagates right (its transposed buffers alternate), call after call.
+
+    The caller may edit the returned list of core gradients (the sharded network puts
+    its all-reduced views there): the next call must still return fresh gradients.
+    """
+    m, n, k = 11, 8, 3
+    pat, rows, cols = _pattern(m, n, 35, seed=5)
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
+    s = m * n / rows.shape[0]
+    eye = torch.eye(k, dtype=torch.float64)
+    for _ in range(3):
+        U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
+        V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
+        cores = [
+            (eye + 0.3 * torch.randn(k, k, dtype=torch.float64, generator=g)).requires_grad_()
+            for _ in range(L)
+        ]
+        C = eye
+        for W in cores:
+            C = W @ C
+        X = U @ C @ V.T
+        (0.5 * s * ((X[rows, cols] - y) ** 2).sum()).backward()
+        # grad mode on, inputs that require grad: computed without a graph, no out= error
+        resid, gU, gV, gcores = compressed_residual_and_grads(
+            pat, y, s, U, V, cores, reuse=reuse
+        )
+        assert not gU.requires_grad and not gcores[0].requires_grad
+        exact = {"rtol": 1e-12, "atol": 1e-14}
+        torch.testing.assert_close(resid, (X[rows, cols] - y).detach(), **exact)
+        torch.testing.assert_close(gU, U.grad, **exact)
+        torch.testing.assert_close(gV, V.grad, **exact)
+        assert len(gcores) == L
+        for got, c in zip(gcores, cores, strict=True):
+            torch.testing.assert_close(got, c.grad, **exact)
+        gcores[0] = torch.zeros(k, k, dtype=torch.float64)  # edited by the caller
+
+
 @pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
 def test_compressed_loss_and_grads_match_autograd(method):
     m, n, k, L = 12, 9, 4, 3
@@ -208,6 +249,15 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
         assert torch.equal(p, q)
     gd.zero_grad()
     assert all(p.grad is None for p in ours)
+
+
+def test_gradient_descent_moves_leaves_that_require_grad():
+    """Parameters that require grad are updated in place under grad mode, without a graph."""
+    W = torch.ones(2, requires_grad=True)
+    W.grad = torch.full((2,), 0.5)
+    GradientDescent([{"params": [W], "lr": 0.1}]).step()
+    torch.testing.assert_close(W.detach(), torch.full((2,), 0.95))
+    assert W.grad_fn is None and W.is_leaf
 
 
 def test_transpose_is_built_only_for_gradients():

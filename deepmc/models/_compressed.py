@@ -12,13 +12,7 @@ import torch
 
 from .._base import _BaseDeepMC
 from .._data import TrainingData
-from .._kernels import (
-    ObservedPattern,
-    PatternKernels,
-    chain_backward,
-    chain_prefixes,
-    chain_product,
-)
+from .._kernels import ObservedPattern, PatternKernels, chain_product
 from .._prune import compressed_spectrum, prune_compressed, reseed_compressed
 from .._solver import Params
 from .._validation import Interval, StrOptions
@@ -65,10 +59,10 @@ def compressed_residual_and_grads(
     cores : list of Tensor of shape (k, k)
         ``[W̃_1, …, W̃_L]``.
     reuse : bool, default=False
-        Write the residual and the gradients of ``U`` and ``V`` into buffers kept by
-        ``pattern`` (:meth:`~deepmc._kernels.PatternKernels.buffer`) instead of new
-        tensors, so that a training loop allocates nothing of size N or (m+n)·k per
-        step. The results are then overwritten by the next call with ``reuse=True``.
+        Write the residual and all the gradients into buffers kept by ``pattern``
+        (:meth:`~deepmc._kernels.PatternKernels.buffer`) instead of new tensors, so
+        that a training loop allocates nothing per step. The results are then
+        overwritten by the next call with ``reuse=True``.
 
     Returns
     -------
@@ -78,30 +72,87 @@ def compressed_residual_and_grads(
     grad_V : Tensor of shape (n, k)
     grad_cores : list of Tensor of shape (k, k)
     """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (U, V, *cores)):
+        with torch.no_grad():  # closed-form gradients: nothing to record, and out= needs it
+            return _residual_and_grads(pattern, y, s, U, V, cores, reuse)
+    return _residual_and_grads(pattern, y, s, U, V, cores, reuse)
+
+
+def _residual_and_grads(
+    pattern: ObservedPattern,
+    y: torch.Tensor,
+    s: float,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: list[torch.Tensor],
+    reuse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """:func:`compressed_residual_and_grads`, every product written with ``out=``.
+
+    A step of a small problem is a few dozen kernels of a few microseconds each, so it
+    is bounded by dispatch: no product here allocates its result (with ``reuse``), and
+    no transposed view is taken per step. The back-propagation through the cores runs
+    on transposes, ``Tₗ = backₗᵀ``: with ``P_l = W_l ⋯ W_1`` the forward prefixes,
+
+        ``T_L = Gᵀ = (s R V)ᵀ U``, ``∇_{W_l}ᵀ = P_{l−1} T_l``, ``T_{l−1} = T_l W_l``,
+
+    so that every product takes the parameters as they are and writes its result
+    through a transposed view made once (:class:`_StepBuffers`).
+    """
     kernels = pattern.kernels(U.dtype)
+    k, L = U.shape[1], len(cores)
     if reuse:
-        k = U.shape[1]
-        bufs = kernels.memo(("compressed.step", k), lambda: _step_buffers(kernels, k))
-        buf_A, buf_resid, buf_sRV, buf_gV, buf_gU = bufs
+        b = kernels.memo(("compressed.step", k, L), lambda: _StepBuffers(kernels, k, L, True))
     else:
-        buf_A = buf_resid = buf_sRV = buf_gV = buf_gU = None
-    prefixes = chain_prefixes(cores)
-    C = prefixes[-1]
-    A = torch.mm(U, C, out=buf_A)
-    resid = kernels.sampled(A, V, out=buf_resid).sub_(y)
-    pair = None if buf_sRV is None else (buf_sRV, buf_gV)
-    sRV, grad_V = kernels.matmul_pair(resid, A, V, alpha=s, out=pair)  # s inside the products
-    grad_U = torch.mm(sRV, C.T, out=buf_gU)
-    grad_cores = chain_backward(cores, prefixes, U.T @ sRV)
-    return resid, grad_U, grad_V, grad_cores
+        b = _StepBuffers(kernels, k, L, False)
+    # forward: P_1 = W_1, P_l = W_l P_{l-1}; C = P_L
+    P = cores[0]
+    for W, out in zip(cores[1:], b.prefixes, strict=True):
+        P = torch.mm(W, P, out=out)
+    C_t = b.C_t if L > 1 else cores[0].t()
+    A = torch.mm(U, P, out=b.A)
+    resid = kernels.sampled(A, V, out=b.resid).sub_(y)
+    sRV, grad_V = kernels.matmul_pair(resid, A, V, alpha=s, out=(b.sRV, b.grad_V))
+    grad_U = torch.mm(sRV, C_t, out=b.grad_U)
+    # backward on transposes: T_L = Gᵀ, ∇W_lᵀ = P_{l-1} T_l, T_{l-1} = T_l W_l
+    T = torch.mm(b.sRV_t, U, out=b.grad_t[0] if L == 1 else b.back[(L - 1) % 2])
+    for i in range(L - 1, 0, -1):  # layer l = i + 1
+        torch.mm(cores[0] if i == 1 else b.prefixes[i - 2], T, out=b.grad_t[i])
+        T = torch.mm(T, cores[i], out=b.grad_t[0] if i == 1 else b.back[(i - 1) % 2])
+    return resid, grad_U, grad_V, list(b.grads)  # a list of its own: callers may edit it
 
 
-def _step_buffers(kernels: PatternKernels, k: int) -> tuple[torch.Tensor, ...]:
-    """``(A, residual, s·R V, ∇V, ∇U)`` buffers of the compressed step, kept by ``kernels``."""
-    m, n = kernels.pattern.shape
-    shapes = {"A": (m, k), "residual": (kernels.pattern.n_observed,), "sRV": (m, k)}
-    shapes.update({"grad_V": (n, k), "grad_U": (m, k)})
-    return tuple(kernels.buffer(f"compressed.{name}", shape) for name, shape in shapes.items())
+class _StepBuffers:
+    """Results and temporaries of one compressed step, with the transposed views it writes through.
+
+    With ``persistent`` the tensors are :meth:`~deepmc._kernels.PatternKernels.buffer`
+    tensors of the pattern (the residual, ``s·R V``, ``∇V`` and ``∇U`` under the names
+    ``"compressed.<name>"``), kept by :meth:`~deepmc._kernels.PatternKernels.memo` and
+    overwritten by every step; otherwise they are new.
+    """
+
+    def __init__(self, kernels: PatternKernels, k: int, L: int, persistent: bool) -> None:
+        m, n = kernels.pattern.shape
+        if persistent:
+            def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+                return kernels.buffer(f"compressed.{name}", shape)
+        else:
+            device = kernels.pattern.col.device
+
+            def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+                return torch.empty(shape, dtype=kernels.dtype, device=device)
+
+        self.A = new("A", (m, k))
+        self.resid = new("residual", (kernels.pattern.n_observed,))
+        self.sRV = new("sRV", (m, k))
+        self.grad_V = new("grad_V", (n, k))
+        self.grad_U = new("grad_U", (m, k))
+        self.prefixes = [new(f"prefix{j}", (k, k)) for j in range(2, L + 1)]
+        self.back = [new(f"back{i}", (k, k)) for i in range(2)]
+        self.grads = [new(f"grad_core{j}", (k, k)) for j in range(1, L + 1)]
+        self.grad_t = [g.t() for g in self.grads]
+        self.sRV_t = self.sRV.t()
+        self.C_t = self.prefixes[-1].t() if self.prefixes else None
 
 
 def compressed_loss_and_grads(
