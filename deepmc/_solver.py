@@ -626,7 +626,9 @@ def gradient_descent(
 def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str:
     """Step until a check says stop; return the reason."""
     threads = intra_op_threads(cfg.data.device, cfg.network.step_work(cfg.data))
-    with Interrupt() as interrupt, threads:
+    # the networks' gradients are closed form: no op of the loop records a graph, and
+    # with grad mode off the per-step checks for parameters that require grad are skipped
+    with Interrupt() as interrupt, threads, torch.no_grad():
         while True:
             at_check = (state.it - start_iter) % check_every == 0 or state.it >= cfg.end_iter
             resid, grads = cfg.network.residual_and_grads(cfg.data, cfg.params)

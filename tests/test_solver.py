@@ -189,6 +189,28 @@ def test_a_callback_that_edits_params_resets_the_change_baseline():
     assert result.history[-1]["residual"] == 0.0
 
 
+def test_the_loop_runs_without_grad_mode_and_moves_leaves_that_require_grad():
+    """Gradients are closed form: the loop records no graph, even for parameters that
+    require grad (which it updates in place), and grad mode is restored afterwards."""
+    modes = []
+
+    def watch(check: Check) -> bool:
+        modes.append(torch.is_grad_enabled())
+        return False
+
+    data = prepare(_obs(Y), torch.device("cpu"), torch.float64, scale=1.0)
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    result = gradient_descent(
+        Quadratic(), data, {"w": [w]}, lr=0.5, max_iter=20, tol=0.0, check_every=5,
+        callbacks=[watch],
+    )  # fmt: skip
+    assert modes and not any(modes)
+    assert torch.is_grad_enabled()
+    assert w.is_leaf and w.grad_fn is None and w.grad is None
+    torch.testing.assert_close(w.detach(), torch.tensor(Y) * (1 - 0.5**20))
+    assert result.n_iter == 20
+
+
 def test_check_scalars_reduce_once_across_shards():
     resid = torch.tensor([3.0, 4.0], dtype=torch.float64)
     targets = torch.tensor([1.0, 0.0], dtype=torch.float64)
