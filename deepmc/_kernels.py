@@ -229,7 +229,7 @@ class PatternKernels:
         self._values_t: torch.Tensor | None = None
         if method == "small":
             self._linear = rows * n + pattern.col  # int64: the index of ``scatter_``
-            self._linear_ix = self._linear.to(torch.int32)  # m·n ≤ SMALL_ELEMENTS
+            self._linear_ix = self._linear.to(torch.int32 if m * n < 2**31 - 1 else torch.int64)
             self._dense = torch.empty(m * n, dtype=dtype, device=device)
             self._residual = torch.zeros(m, n, dtype=dtype, device=device)  # zero off Ω
             # views made once, not per step
