@@ -42,17 +42,30 @@ from deepmc.datasets import load_movielens
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
 COLUMNS = ["user", "item", "rating"]
 
+#: The defaults before the row-weighted decay: no decay, a smaller step, longer patience.
+_EARLIER: dict[str, Any] = {"weight_decay": 0.0, "lr": 0.05, "n_iter_no_change": 30}
+
 #: name -> (label, RatingsCompletion parameters that differ from the defaults).
 ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
-    "previous": ("previous defaults: one fit, rank 10", {"n_estimators": 1, "rank": 10}),
+    "previous": (
+        "earlier defaults: one fit, rank 10, no decay, lr 0.05",
+        {"n_estimators": 1, "rank": 10, **_EARLIER},
+    ),
+    "previous5": ("earlier defaults: five members, rank 40, no decay, lr 0.05", _EARLIER),
     "one-fit": ("one fit (n_estimators=1)", {"n_estimators": 1}),
     "rank10": ("rank 10", {"rank": 10}),
-    "wd": ("weight_decay=0.01", {"weight_decay": 0.01}),
+    "no-decay": ("no weight decay (weight_decay=0)", {"weight_decay": 0.0}),
+    "uniform-decay": ("uniform weight decay (decay_weighting=0)", {"decay_weighting": 0.0}),
+    "alpha0.5": ("decay_weighting=0.5", {"decay_weighting": 0.5}),
+    "wd0.007": ("weight_decay=0.007", {"weight_decay": 0.007}),
+    "wd0.02": ("weight_decay=0.02", {"weight_decay": 0.02}),
+    "slow": ("lr=0.05, n_iter_no_change=30", {"lr": 0.05, "n_iter_no_change": 30}),
     "depth2": ("depth 2", {"depth": 2}),
     "depth4": ("depth 4", {"depth": 4}),
     "bias-reg2": ("bias_reg=2", {"bias_reg": 2.0}),
     "float64": ("float64", {"dtype": "float64"}),
     "narrow": ("narrow network (width 2*rank)", {"network": "narrow"}),
+    "jobs2": ("members in 2 processes (n_jobs=2)", {"n_jobs": 2}),
     "defaults": ("**defaults**", {}),
 }
 

@@ -254,3 +254,93 @@ def test_pattern_from_strided_indices_matches_contiguous():
     strided = ObservedPattern.from_coo(rows, cols, (m, n)).kernels(torch.float64)
     expected = (A @ B.T)[rows, cols]
     torch.testing.assert_close(strided.sampled(A, B), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_row_weighted_decay_is_the_gradient_of_the_weighted_penalty(alpha):
+    """Network excess + the optimizer's uniform ``λW`` = autograd of the weighted penalty.
+
+    ``ℓ + (λ/2)(Σ_u w_u‖U_u‖² + Σ_l ‖W̃_l‖² + Σ_i w_i‖V_i‖²)`` with
+    ``w = (count · dim / N)^α``; rows and columns without observations weigh 0 (α > 0).
+    """
+    from deepmc._data import prepare
+    from deepmc._validation import Observations
+    from deepmc.models._compressed import CompressedNetwork, decay_weights
+
+    m, n, k, L, lam = 12, 9, 4, 3, 0.07
+    _, rows, cols = _pattern(m, n, 40, seed=3, empty_rows=True)
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
+    obs = Observations(rows.numpy(), cols.numpy(), y.numpy(), (m, n))
+    data = prepare(obs, torch.device("cpu"), torch.float64, scale=1.0)
+    net = CompressedNetwork(k // 2, L, "random", 0.1, 1.0, weight_decay=lam,
+                            decay_weighting=alpha)  # fmt: skip
+    U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
+    V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
+    cores = [torch.randn(k, k, dtype=torch.float64, generator=g).requires_grad_() for _ in range(L)]
+    X = U @ cores[2] @ cores[1] @ cores[0] @ V.T
+    s = data.sampling_scale
+    wu = (torch.bincount(rows, minlength=m).double() * m / rows.shape[0]) ** alpha
+    wv = (torch.bincount(cols, minlength=n).double() * n / rows.shape[0]) ** alpha
+    penalty = (wu[:, None] * U**2).sum() + (wv[:, None] * V**2).sum()
+    penalty = penalty + sum((c**2).sum() for c in cores)
+    (0.5 * s * ((X[rows, cols] - y) ** 2).sum() + 0.5 * lam * penalty).backward()
+    params = {"cores": [c.detach() for c in cores], "factors": [U.detach(), V.detach()]}
+    with torch.no_grad():
+        _, grads = net.residual_and_grads(data, params)
+        uniform = {
+            "cores": [gc + lam * c for gc, c in zip(grads["cores"], params["cores"])],
+            "factors": [gf + lam * f for gf, f in zip(grads["factors"], params["factors"])],
+        }
+    exact = {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(uniform["factors"][0], U.grad, **exact)
+    torch.testing.assert_close(uniform["factors"][1], V.grad, **exact)
+    for got, c in zip(uniform["cores"], cores, strict=True):
+        torch.testing.assert_close(got, c.grad, **exact)
+    row_w, col_w = decay_weights(data.pattern, alpha)
+    torch.testing.assert_close(row_w, wu, **exact)
+    torch.testing.assert_close(col_w, wv, **exact)
+    if alpha > 0:
+        assert row_w[0] == 0 and row_w[m - 1] == 0  # empty rows are not decayed
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_row_weighted_decay_without_weight_decay_is_plain_gd():
+    """``decay_weighting`` changes nothing when ``weight_decay=0``: plain GD, bit for bit."""
+    from deepmc import CompressedDeepMatrixCompletion
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3)) @ rng.standard_normal((3, 15))
+    X[rng.random(X.shape) < 0.5] = np.nan
+    kw = {"rank": 3, "solver": "gd", "max_iter": 60, "random_state": 0, "dtype": "float64"}
+    plain = CompressedDeepMatrixCompletion(**kw).fit(X)
+    weighted = CompressedDeepMatrixCompletion(decay_weighting=1.0, **kw).fit(X)
+    np.testing.assert_array_equal(plain.U_, weighted.U_)
+    for a, b in zip(plain.cores_, weighted.cores_, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_row_weighted_decay_shrinks_frequent_rows_more_than_uniform_decay():
+    """α = 1 shrinks a row seen often more, and a row seen rarely less, than α = 0.
+
+    Uniform decay costs a row with few observations the same as one with many, i.e.
+    much more per observation; the weighted decay costs every observation alike.
+    """
+    from deepmc import CompressedDeepMatrixCompletion
+
+    rng = np.random.default_rng(1)
+    m, n = 40, 30
+    Y = rng.standard_normal((m, 2)) @ rng.standard_normal((2, n))
+    keep = rng.random((m, n)) < np.linspace(0.1, 0.9, m)[:, None]  # row u: ~(0.1..0.9)·n
+    X = np.where(keep, Y, np.nan)
+    kw = {"rank": 2, "solver": "gd", "max_iter": 400, "weight_decay": 0.05, "init_scale": 0.3}
+    kw["random_state"] = 0
+    norms = {}
+    for alpha in (0.0, 1.0):
+        est = CompressedDeepMatrixCompletion(decay_weighting=alpha, **kw).fit(X)
+        norms[alpha] = np.linalg.norm(est.transform(X), axis=1)
+    ratio = norms[1.0] / norms[0.0]
+    rare, frequent = slice(0, 8), slice(m - 8, m)  # 0.1-0.26 and 0.74-0.9 of the row seen
+    assert np.median(ratio[rare]) > 1.05
+    assert np.median(ratio[frequent]) < 0.998

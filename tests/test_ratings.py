@@ -158,6 +158,17 @@ def test_network_choice_and_early_stopping(ratings, network, expected):
     assert model.best_iteration_ == model.history_["iteration"][best]
     if network == "narrow":
         assert model.network_.width_ == 4
+    else:  # the row-weighted decay reaches the compressed network
+        assert model.network_.decay_weighting == 1.0
+        assert model.network_.weight_decay == RatingsCompletion().weight_decay > 0
+
+
+def test_members_fitted_in_parallel_give_the_same_model(ratings, fitted):
+    """``n_jobs=2`` (joblib processes) fits the same members as the sequential fit."""
+    parallel = RatingsCompletion(**FAST, n_jobs=2).fit(ratings)
+    pairs = ratings[["user", "item"]]
+    np.testing.assert_allclose(parallel.predict(pairs), fitted.predict(pairs), rtol=1e-6)
+    np.testing.assert_array_equal(parallel.best_iterations_, fitted.best_iterations_)
 
 
 def test_full_network(ratings):

@@ -29,6 +29,7 @@ __all__ = [
     "CompressedNetwork",
     "compressed_loss_and_grads",
     "compressed_residual_and_grads",
+    "decay_weights",
 ]
 
 
@@ -185,6 +186,21 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         low-rank learning does (``"re-seeded ..."`` in ``history_["event"]``).
         ``"gd"``: plain gradient descent, step for step the papers' method.
     weight_decay : float, default=0.0
+        λ: every core decays at λ (``W ← W − η(∇ℓ + λW)``); ``U`` and ``V`` at λ, or
+        row by row as ``decay_weighting`` says.
+    decay_weighting : float, default=0.0
+        α: row ``u`` of ``U`` decays at ``λ·w_u`` and row ``i`` of ``V`` at ``λ·w_i``,
+        with ``w_u = (n_u / n̄_row)^α``, ``w_i = (n_i / n̄_col)^α``, ``n_u`` the
+        observations in row ``u`` and ``n̄_row = N/m`` their mean (likewise for columns).
+        ``0``: uniform decay, plain weight decay. ``1``: the penalty
+        ``λ/2 (Σ_u n_u/n̄ ‖U_u‖² + Σ_l ‖W̃_l‖² + Σ_i n_i/n̄ ‖V_i‖²)``, whose minimum over
+        the factorisations of ``X`` is the Schatten-``2/(L+2)`` quasi-norm of
+        ``D_r^{1/2} X D_c^{1/2}`` (``D`` the diagonal of the relative row and column
+        counts): the weighted trace norm of Salakhutdinov & Srebro (2010) for a deep
+        product, and the frequency-weighted ridge of ALS-WR (Zhou et al. 2008). Rows
+        seen often are shrunk more in absolute terms, i.e. each observation costs the
+        same: rarely observed rows are not over-fitted. No effect when
+        ``weight_decay=0``.
     max_iter : int, default=20000
     tol : float, default=1e-6
         Stop when the fitted values on Ω change by at most ``tol`` (relative) between
@@ -247,6 +263,10 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
        Compression of Overparameterized Models", AISTATS 2024.
     .. [3] Z. Li, Y. Luo, K. Lyu. "Towards Resolving the Implicit Bias of Gradient
        Descent for Matrix Factorization: Greedy Low-Rank Learning", ICLR 2021.
+    .. [4] R. Salakhutdinov, N. Srebro. "Collaborative Filtering in a Non-Uniform World:
+       Learning with the Weighted Trace Norm", NeurIPS 2010.
+    .. [5] Y. Zhou, D. Wilkinson, R. Schreiber, R. Pan. "Large-Scale Parallel
+       Collaborative Filtering for the Netflix Prize", AAIM 2008.
 
     Examples
     --------
@@ -267,6 +287,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         "rank": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"parsimony", "spectral", "random"})],
         "factor_lr_ratio": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
+        "decay_weighting": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -281,6 +302,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         optimizer: str = "gd",
         solver: str = "auto",
         weight_decay: float = 0.0,
+        decay_weighting: float = 0.0,
         max_iter: int = 20_000,
         tol: float = 1e-6,
         check_every: int = 25,
@@ -315,6 +337,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         self.rank = rank
         self.init = init
         self.factor_lr_ratio = factor_lr_ratio
+        self.decay_weighting = decay_weighting
 
     def _resolve_factor_lr_ratio(self) -> float:
         """γ: ``0.2·L`` for ``"gd"`` and ``"momentum"``, 1 for ``"adam"``, when ``"auto"``."""
@@ -329,7 +352,52 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             init=self.init,
             init_scale=init_scale,
             factor_lr_ratio=self._resolve_factor_lr_ratio(),
+            weight_decay=float(self.weight_decay),
+            decay_weighting=float(self.decay_weighting),
         )
+
+
+def decay_weights(pattern: ObservedPattern, exponent: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative row and column counts of Ω to the power α: ``(n_u m / N)^α``, ``(n_i n / N)^α``.
+
+    The weights of the row-weighted decay of :class:`CompressedDeepMatrixCompletion`
+    (``decay_weighting``). An empty row or column has weight 0 (for α > 0): nothing
+    is learnt about it, and it keeps its initial factor row.
+
+    Parameters
+    ----------
+    pattern : ObservedPattern
+    exponent : float
+        α.
+
+    Returns
+    -------
+    row_weights : Tensor of shape (m,)
+    col_weights : Tensor of shape (n,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from deepmc._kernels import ObservedPattern
+    >>> pattern = ObservedPattern.from_coo(
+    ...     torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 2, 0]), (2, 3))
+    >>> [w.tolist() for w in decay_weights(pattern, 1.0)]
+    [[1.5, 0.5], [1.5, 0.75, 0.75]]
+    """
+    m, n = pattern.shape
+    n_obs = max(pattern.n_observed, 1)
+    rows = (pattern.crow[1:] - pattern.crow[:-1]).to(torch.float64)
+    cols = torch.bincount(pattern.col, minlength=n).to(torch.float64)
+    return (rows * (m / n_obs)) ** exponent, (cols * (n / n_obs)) ** exponent
+
+
+def _decay_excess(
+    pattern: ObservedPattern, exponent: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w − 1`` of :func:`decay_weights`, as ``(m, 1)`` and ``(n, 1)`` columns of ``dtype``."""
+    return tuple(  # type: ignore[return-value]
+        (w - 1).to(dtype)[:, None] for w in decay_weights(pattern, exponent)
+    )
 
 
 def _copy_into(params: Params, new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
@@ -354,6 +422,13 @@ class CompressedNetwork:
         ε: ``W̃_l(0) = εI``.
     factor_lr_ratio : float
         γ.
+    weight_decay : float, default=0.0
+        λ, which the optimizer applies to every parameter uniformly.
+    decay_weighting : float, default=0.0
+        α: with ``λ > 0`` and ``α > 0``, :meth:`residual_and_grads` adds the excess
+        ``λ(w_u − 1) U_u`` and ``λ(w_i − 1) V_i`` of the row-weighted decay (see
+        :func:`decay_weights`) to the factor gradients, so that optimizer and network
+        together apply ``λ w_u U_u``. With ``α = 0`` the gradients are untouched.
     """
 
     rank: int
@@ -361,6 +436,8 @@ class CompressedNetwork:
     init: str
     init_scale: float
     factor_lr_ratio: float
+    weight_decay: float = 0.0
+    decay_weighting: float = 0.0
 
     @property
     def lr_ratios(self) -> dict[str, float]:
@@ -403,6 +480,14 @@ class CompressedNetwork:
         resid, gU, gV, gcores = compressed_residual_and_grads(
             data.pattern, data.y, data.sampling_scale, U, V, params["cores"], reuse=True
         )
+        if self.weight_decay != 0 and self.decay_weighting != 0:
+            kernels = data.pattern.kernels(U.dtype)
+            key = ("compressed.decay_excess", self.decay_weighting)
+            excess_u, excess_v = kernels.memo(
+                key, lambda: _decay_excess(data.pattern, self.decay_weighting, U.dtype)
+            )
+            gU.addcmul_(excess_u, U, value=self.weight_decay)
+            gV.addcmul_(excess_v, V, value=self.weight_decay)
         return resid, {"cores": gcores, "factors": [gU, gV]}
 
     def targets(self, data: TrainingData) -> torch.Tensor:
