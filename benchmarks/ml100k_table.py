@@ -42,16 +42,28 @@ from deepmc.datasets import load_movielens
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
 COLUMNS = ["user", "item", "rating"]
 
-#: The defaults before the row-weighted decay: no decay, a smaller step, longer patience.
-_EARLIER: dict[str, Any] = {"weight_decay": 0.0, "lr": 0.05, "n_iter_no_change": 30}
+#: The defaults before the row-weighted decay, the spectral init and the joint biases.
+_EARLIER: dict[str, Any] = {
+    "weight_decay": 0.0,
+    "lr": 0.05,
+    "n_iter_no_change": 30,
+    "init": "parsimony",
+    "joint_biases": False,
+}
 
 #: name -> (label, RatingsCompletion parameters that differ from the defaults).
 ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
     "previous": (
-        "earlier defaults: one fit, rank 10, no decay, lr 0.05",
+        "earlier defaults: one fit, rank 10",
         {"n_estimators": 1, "rank": 10, **_EARLIER},
     ),
-    "previous5": ("earlier defaults: five members, rank 40, no decay, lr 0.05", _EARLIER),
+    "previous5": ("earlier defaults: five members, rank 40", _EARLIER),
+    "no-joint": ("no joint biases (joint_biases=False)", {"joint_biases": False}),
+    "parsimony": ('parsimony init (init="parsimony")', {"init": "parsimony"}),
+    "decay-only": (
+        "earlier defaults + row-weighted decay, lr 0.1, patience 15",
+        {"init": "parsimony", "joint_biases": False},
+    ),
     "one-fit": ("one fit (n_estimators=1)", {"n_estimators": 1}),
     "rank10": ("rank 10", {"rank": 10}),
     "no-decay": ("no weight decay (weight_decay=0)", {"weight_decay": 0.0}),

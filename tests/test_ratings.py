@@ -158,9 +158,14 @@ def test_network_choice_and_early_stopping(ratings, network, expected):
     assert model.best_iteration_ == model.history_["iteration"][best]
     if network == "narrow":
         assert model.network_.width_ == 4
-    else:  # the row-weighted decay reaches the compressed network
+    else:  # the decay, the spectral init and the joint biases reach the compressed network
         assert model.network_.decay_weighting == 1.0
         assert model.network_.weight_decay == RatingsCompletion().weight_decay > 0
+        assert model.network_.init == "spectral"
+        assert model.network_.bias_reg == 5.0
+        assert model.network_.row_bias_.shape == (len(model.users_),)
+        plain = RatingsCompletion(network=network, joint_biases=False, **FAST).fit(ratings)
+        assert plain.network_.bias_reg is None and not hasattr(plain.network_, "row_bias_")
 
 
 def test_members_fitted_in_parallel_give_the_same_model(ratings, fitted):
