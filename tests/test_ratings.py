@@ -214,15 +214,16 @@ def load_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.slow
 @pytest.mark.skipif(not ML100K.exists(), reason="MovieLens-100K not found at " + str(ML100K))
 def test_movielens_100k_rmse(one_thread):
-    """Two rank-10 members on a seeded 80/20 split: measured test RMSE 0.9202, ~4 s.
+    """Two rank-10 members on a seeded 80/20 split: measured test RMSE 0.9112, ~3 s.
 
-    The bound is the measured value + 0.005 (one rank-10 fit alone: 0.9220; the full
-    defaults: 0.9144 on this split, ``benchmarks/ml100k_table.py``).
+    The bound is the measured value + 0.003 (one rank-10 fit alone: 0.9141; before the
+    row-weighted decay, spectral init and joint biases these two members gave 0.9202;
+    the full defaults: 0.9054 on this split, ``benchmarks/ml100k_table.py``).
     """
     train, test = load_split(0)
     model = RatingsCompletion(rank=10, n_estimators=2, random_state=0).fit(train)
     rmse = -model.score(test)
-    assert rmse <= 0.9202 + 0.005, rmse
+    assert rmse <= 0.9112 + 0.003, rmse
     assert np.all(model.best_iterations_ < [net.n_iter_ for net in model.networks_])
 
 
