@@ -51,6 +51,11 @@ _EARLIER: dict[str, Any] = {
     "joint_biases": False,
 }
 
+#: Step 1 of the path from the earlier defaults: lr 0.1, patience 15 (the speed settings).
+_STEP1: dict[str, Any] = {"weight_decay": 0.0, "init": "parsimony", "joint_biases": False}
+#: Step 2: step 1 + the row-weighted decay (λ = 0.01, α = 1).
+_STEP2: dict[str, Any] = {"init": "parsimony", "joint_biases": False}
+
 #: name -> (label, RatingsCompletion parameters that differ from the defaults).
 ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
     "previous": (
@@ -58,18 +63,16 @@ ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
         {"n_estimators": 1, "rank": 10, **_EARLIER},
     ),
     "previous5": ("earlier defaults: five members, rank 40", _EARLIER),
+    "step1": ("earlier defaults with lr 0.1, patience 15", _STEP1),
+    "step2": ("+ row-weighted decay (λ = 0.01, α = 1)", _STEP2),
+    "step2-uniform": ("+ uniform decay instead (α = 0)", {**_STEP2, "decay_weighting": 0.0}),
+    "step2-wd0.007": ("+ row-weighted decay, λ = 0.007", {**_STEP2, "weight_decay": 0.007}),
     "no-joint": ("no joint biases (joint_biases=False)", {"joint_biases": False}),
     "parsimony": ('parsimony init (init="parsimony")', {"init": "parsimony"}),
-    "decay-only": (
-        "earlier defaults + row-weighted decay, lr 0.1, patience 15",
-        {"init": "parsimony", "joint_biases": False},
-    ),
-    "one-fit": ("one fit (n_estimators=1)", {"n_estimators": 1}),
-    "rank10": ("rank 10", {"rank": 10}),
     "no-decay": ("no weight decay (weight_decay=0)", {"weight_decay": 0.0}),
     "uniform-decay": ("uniform weight decay (decay_weighting=0)", {"decay_weighting": 0.0}),
-    "alpha0.5": ("decay_weighting=0.5", {"decay_weighting": 0.5}),
-    "wd0.007": ("weight_decay=0.007", {"weight_decay": 0.007}),
+    "one-fit": ("one fit (n_estimators=1)", {"n_estimators": 1}),
+    "rank10": ("rank 10", {"rank": 10}),
     "wd0.02": ("weight_decay=0.02", {"weight_decay": 0.02}),
     "slow": ("lr=0.05, n_iter_no_change=30", {"lr": 0.05, "n_iter_no_change": 30}),
     "depth2": ("depth 2", {"depth": 2}),
