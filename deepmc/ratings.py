@@ -377,7 +377,10 @@ class RatingsCompletion(BaseEstimator):
     n_jobs : int, default=None
         Members fitted in parallel by :class:`joblib.Parallel` (processes); ``None`` is
         1 unless inside a :func:`joblib.parallel_config` context, ``-1`` all cores.
-        Results do not depend on it (each member has its own seed).
+        Results do not depend on it (each member has its own seed). One default fit on
+        MovieLens-100K (80 % of the ratings, a 2-core machine under a load of ~2.7):
+        17.5 s sequentially (two torch threads), 9.1 s with ``n_jobs=2`` once the
+        worker processes run, 16.3 s when they must first start (importing torch).
     device : {"auto", "cpu", "cuda"}, default="auto"
     dtype : {"float32", "float64"}, default="float32"
         Ratings carry about two significant digits; float32 halves the time per step.
