@@ -385,6 +385,12 @@ def test_joint_biases_step_is_the_penalised_gradient_preconditioned():
     n_i = torch.bincount(cols, minlength=n).double()[:, None]
     torch.testing.assert_close(grads["biases"][0], a.grad / (s * (n_u + reg)), **exact)
     torch.testing.assert_close(grads["biases"][1], b.grad / (s * (n_i + reg)), **exact)
+    # λ_b = 0: empty rows (0, m // 2, m - 1) take a zero step, not 0/0
+    unregularised = CompressedNetwork(k // 2, L, "random", 0.1, 1.0, bias_reg=0.0)
+    with torch.no_grad():
+        _, grads = unregularised.residual_and_grads(data, params)
+    assert torch.isfinite(grads["biases"][0]).all()
+    assert grads["biases"][0][[0, m // 2, m - 1]].abs().max() == 0
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -206,7 +206,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         ``(λ_b/2)(‖a‖² + ‖b‖²)`` in the loss's units ``s/2``: each bias counts as if it
         had λ_b extra observations at 0. They take a half Jacobi step per gradient step,
         ``a_u ← a_u − ½ (Σ_{j∈Ω_u} (X − Y)_{uj} + λ_b a_u) / (n_u + λ_b)`` (the diagonal
-        of the bias Hessian spans the row counts, which rules out a common step).
+        of the bias Hessian spans the row counts, which rules out a common step);
+        ``weight_decay`` adds ``λ a`` to that step as to any parameter.
     max_iter : int, default=20000
     tol : float, default=1e-6
         Stop when the fitted values on Ω change by at most ``tol`` (relative) between
@@ -435,7 +436,8 @@ def _jacobi_bias_steps(
         ones = torch.ones_like(resid)
         n_u = torch.zeros(m, dtype=resid.dtype, device=resid.device).index_add_(0, data.rows, ones)
         n_i = torch.zeros(n, dtype=resid.dtype, device=resid.device).index_add_(0, data.cols, ones)
-        return (n_u + reg)[:, None], (n_i + reg)[:, None]
+        # an empty row with λ_b = 0 would divide 0 by 0: its step is 0 either way
+        return tuple((c + reg).clamp_(min=1e-12)[:, None] for c in (n_u, n_i))
 
     den_u, den_i = kernels.memo(("compressed.bias_counts", reg), counts)
     sum_u = torch.zeros_like(a).index_add_(0, data.rows, resid[:, None])
