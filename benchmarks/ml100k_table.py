@@ -42,17 +42,45 @@ from deepmc.datasets import load_movielens
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
 COLUMNS = ["user", "item", "rating"]
 
+#: The defaults before the row-weighted decay, the spectral init and the joint biases.
+_EARLIER: dict[str, Any] = {
+    "weight_decay": 0.0,
+    "lr": 0.05,
+    "n_iter_no_change": 30,
+    "init": "parsimony",
+    "joint_biases": False,
+}
+
+#: Step 1 of the path from the earlier defaults: lr 0.1, patience 15 (the speed settings).
+_STEP1: dict[str, Any] = {"weight_decay": 0.0, "init": "parsimony", "joint_biases": False}
+#: Step 2: step 1 + the row-weighted decay (λ = 0.01, α = 1).
+_STEP2: dict[str, Any] = {"init": "parsimony", "joint_biases": False}
+
 #: name -> (label, RatingsCompletion parameters that differ from the defaults).
 ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
-    "previous": ("previous defaults: one fit, rank 10", {"n_estimators": 1, "rank": 10}),
+    "previous": (
+        "earlier defaults: one fit, rank 10",
+        {"n_estimators": 1, "rank": 10, **_EARLIER},
+    ),
+    "previous5": ("earlier defaults: five members, rank 40", _EARLIER),
+    "step1": ("earlier defaults with lr 0.1, patience 15", _STEP1),
+    "step2": ("+ row-weighted decay (λ = 0.01, α = 1)", _STEP2),
+    "step2-uniform": ("+ uniform decay instead (α = 0)", {**_STEP2, "decay_weighting": 0.0}),
+    "step2-wd0.007": ("+ row-weighted decay, λ = 0.007", {**_STEP2, "weight_decay": 0.007}),
+    "no-joint": ("no joint biases (joint_biases=False)", {"joint_biases": False}),
+    "parsimony": ('parsimony init (init="parsimony")', {"init": "parsimony"}),
+    "no-decay": ("no weight decay (weight_decay=0)", {"weight_decay": 0.0}),
+    "uniform-decay": ("uniform weight decay (decay_weighting=0)", {"decay_weighting": 0.0}),
     "one-fit": ("one fit (n_estimators=1)", {"n_estimators": 1}),
     "rank10": ("rank 10", {"rank": 10}),
-    "wd": ("weight_decay=0.01", {"weight_decay": 0.01}),
+    "wd0.02": ("weight_decay=0.02", {"weight_decay": 0.02}),
+    "slow": ("lr=0.05, n_iter_no_change=30", {"lr": 0.05, "n_iter_no_change": 30}),
     "depth2": ("depth 2", {"depth": 2}),
     "depth4": ("depth 4", {"depth": 4}),
     "bias-reg2": ("bias_reg=2", {"bias_reg": 2.0}),
     "float64": ("float64", {"dtype": "float64"}),
     "narrow": ("narrow network (width 2*rank)", {"network": "narrow"}),
+    "jobs2": ("members in 2 processes (n_jobs=2)", {"n_jobs": 2}),
     "defaults": ("**defaults**", {}),
 }
 

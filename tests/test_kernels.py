@@ -304,3 +304,189 @@ def test_pattern_from_strided_indices_matches_contiguous():
     strided = ObservedPattern.from_coo(rows, cols, (m, n)).kernels(torch.float64)
     expected = (A @ B.T)[rows, cols]
     torch.testing.assert_close(strided.sampled(A, B), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_row_weighted_decay_is_the_gradient_of_the_weighted_penalty(alpha):
+    """Network excess + the optimizer's uniform ``λW`` = autograd of the weighted penalty.
+
+    ``ℓ + (λ/2)(Σ_u w_u‖U_u‖² + Σ_l ‖W̃_l‖² + Σ_i w_i‖V_i‖²)`` with
+    ``w = (count · dim / N)^α``; rows and columns without observations weigh 0 (α > 0).
+    """
+    from deepmc._data import prepare
+    from deepmc._validation import Observations
+    from deepmc.models._compressed import CompressedNetwork, decay_weights
+
+    m, n, k, L, lam = 12, 9, 4, 3, 0.07
+    _, rows, cols = _pattern(m, n, 40, seed=3, empty_rows=True)
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
+    obs = Observations(rows.numpy(), cols.numpy(), y.numpy(), (m, n))
+    data = prepare(obs, torch.device("cpu"), torch.float64, scale=1.0)
+    net = CompressedNetwork(k // 2, L, "random", 0.1, 1.0, weight_decay=lam,
+                            decay_weighting=alpha)  # fmt: skip
+    U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
+    V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
+    cores = [torch.randn(k, k, dtype=torch.float64, generator=g).requires_grad_() for _ in range(L)]
+    X = U @ cores[2] @ cores[1] @ cores[0] @ V.T
+    s = data.sampling_scale
+    wu = (torch.bincount(rows, minlength=m).double() * m / rows.shape[0]) ** alpha
+    wv = (torch.bincount(cols, minlength=n).double() * n / rows.shape[0]) ** alpha
+    penalty = (wu[:, None] * U**2).sum() + (wv[:, None] * V**2).sum()
+    penalty = penalty + sum((c**2).sum() for c in cores)
+    (0.5 * s * ((X[rows, cols] - y) ** 2).sum() + 0.5 * lam * penalty).backward()
+    params = {"cores": [c.detach() for c in cores], "factors": [U.detach(), V.detach()]}
+    with torch.no_grad():
+        _, grads = net.residual_and_grads(data, params)
+        uniform = {
+            "cores": [gc + lam * c for gc, c in zip(grads["cores"], params["cores"])],
+            "factors": [gf + lam * f for gf, f in zip(grads["factors"], params["factors"])],
+        }
+    exact = {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(uniform["factors"][0], U.grad, **exact)
+    torch.testing.assert_close(uniform["factors"][1], V.grad, **exact)
+    for got, c in zip(uniform["cores"], cores, strict=True):
+        torch.testing.assert_close(got, c.grad, **exact)
+    row_w, col_w = decay_weights(data.pattern, alpha)
+    torch.testing.assert_close(row_w, wu, **exact)
+    torch.testing.assert_close(col_w, wv, **exact)
+    if alpha > 0:
+        assert row_w[0] == 0 and row_w[m - 1] == 0  # empty rows are not decayed
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_row_weighted_decay_without_weight_decay_is_plain_gd():
+    """``decay_weighting`` changes nothing when ``weight_decay=0``: plain GD, bit for bit."""
+    from deepmc import CompressedDeepMatrixCompletion
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3)) @ rng.standard_normal((3, 15))
+    X[rng.random(X.shape) < 0.5] = np.nan
+    kw = {"rank": 3, "solver": "gd", "max_iter": 60, "random_state": 0, "dtype": "float64"}
+    plain = CompressedDeepMatrixCompletion(**kw).fit(X)
+    weighted = CompressedDeepMatrixCompletion(decay_weighting=1.0, **kw).fit(X)
+    np.testing.assert_array_equal(plain.U_, weighted.U_)
+    for a, b in zip(plain.cores_, weighted.cores_, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_row_weighted_decay_shrinks_frequent_rows_more_than_uniform_decay():
+    """α = 1 shrinks a row seen often more, and a row seen rarely less, than α = 0.
+
+    Uniform decay costs a row with few observations the same as one with many, i.e.
+    much more per observation; the weighted decay costs every observation alike.
+    """
+    from deepmc import CompressedDeepMatrixCompletion
+
+    rng = np.random.default_rng(1)
+    m, n = 40, 30
+    Y = rng.standard_normal((m, 2)) @ rng.standard_normal((2, n))
+    keep = rng.random((m, n)) < np.linspace(0.1, 0.9, m)[:, None]  # row u: ~(0.1..0.9)·n
+    X = np.where(keep, Y, np.nan)
+    kw = {"rank": 2, "solver": "gd", "max_iter": 400, "weight_decay": 0.05, "init_scale": 0.3}
+    kw["random_state"] = 0
+    norms = {}
+    for alpha in (0.0, 1.0):
+        est = CompressedDeepMatrixCompletion(decay_weighting=alpha, **kw).fit(X)
+        norms[alpha] = np.linalg.norm(est.transform(X), axis=1)
+    ratio = norms[1.0] / norms[0.0]
+    rare, frequent = slice(0, 8), slice(m - 8, m)  # 0.1-0.26 and 0.74-0.9 of the row seen
+    assert np.median(ratio[rare]) > 1.05
+    assert np.median(ratio[frequent]) < 0.998
+
+
+def test_joint_biases_step_is_the_penalised_gradient_preconditioned():
+    """With biases: residual ``X_Ω + a + b − y``; factor gradients from autograd of the
+    loss; bias steps ``(Σ_row r + λ_b a) / (n + λ_b)``, i.e. autograd of
+    ``(s/2)‖r‖² + (s λ_b/2)(‖a‖² + ‖b‖²)`` divided by ``s (n + λ_b)``."""
+    from deepmc._data import prepare
+    from deepmc._validation import Observations
+    from deepmc.models._compressed import CompressedNetwork
+
+    m, n, k, L, reg = 12, 9, 4, 3, 2.5
+    _, rows, cols = _pattern(m, n, 40, seed=4, empty_rows=True)
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
+    obs = Observations(rows.numpy(), cols.numpy(), y.numpy(), (m, n))
+    data = prepare(obs, torch.device("cpu"), torch.float64, scale=1.0)
+    net = CompressedNetwork(k // 2, L, "random", 0.1, 1.0, bias_reg=reg, bias_lr_ratio=3.0)
+    assert net.lr_ratios["biases"] == 3.0
+    U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
+    V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
+    a = torch.randn(m, 1, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(n, 1, dtype=torch.float64, generator=g, requires_grad=True)
+    cores = [torch.randn(k, k, dtype=torch.float64, generator=g).requires_grad_() for _ in range(L)]
+    X = U @ cores[2] @ cores[1] @ cores[0] @ V.T + a + b.T
+    s = data.sampling_scale
+    r = X[rows, cols] - y
+    (0.5 * s * (r**2).sum() + 0.5 * s * reg * ((a**2).sum() + (b**2).sum())).backward()
+    params = {"cores": [c.detach() for c in cores], "factors": [U.detach(), V.detach()]}
+    params["biases"] = [a.detach(), b.detach()]
+    with torch.no_grad():
+        resid, grads = net.residual_and_grads(data, params)
+        left, right = net.factors(params)
+    exact = {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(resid, r.detach(), **exact)
+    torch.testing.assert_close(left @ right.T, X.detach(), **exact)
+    torch.testing.assert_close(grads["factors"][0], U.grad, **exact)
+    torch.testing.assert_close(grads["factors"][1], V.grad, **exact)
+    n_u = torch.bincount(rows, minlength=m).double()[:, None]
+    n_i = torch.bincount(cols, minlength=n).double()[:, None]
+    torch.testing.assert_close(grads["biases"][0], a.grad / (s * (n_u + reg)), **exact)
+    torch.testing.assert_close(grads["biases"][1], b.grad / (s * (n_i + reg)), **exact)
+    # λ_b = 0: empty rows (0, m // 2, m - 1) take a zero step, not 0/0
+    unregularised = CompressedNetwork(k // 2, L, "random", 0.1, 1.0, bias_reg=0.0)
+    with torch.no_grad():
+        _, grads = unregularised.residual_and_grads(data, params)
+    assert torch.isfinite(grads["biases"][0]).all()
+    assert grads["biases"][0][[0, m // 2, m - 1]].abs().max() == 0
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_joint_biases_fit_offsets_the_low_rank_part_cannot():
+    """A rank-1 matrix plus row and column offsets: a rank-1 network fits it far better
+    with biases than without, and its predictions include them."""
+    from deepmc import CompressedDeepMatrixCompletion
+
+    rng = np.random.default_rng(2)
+    m, n = 30, 25
+    Y = np.outer(rng.standard_normal(m), rng.standard_normal(n))
+    Y += 2 * rng.standard_normal((m, 1)) + 2 * rng.standard_normal((1, n))
+    X = np.where(rng.random(Y.shape) < 0.7, Y, np.nan)
+    kw = {"rank": 1, "solver": "gd", "max_iter": 500, "random_state": 0, "dtype": "float64"}
+    plain = CompressedDeepMatrixCompletion(**kw).fit(X)
+    joint = CompressedDeepMatrixCompletion(bias_reg=0.0, **kw).fit(X)
+    assert joint.history_["residual"].iloc[-1] < 0.5 * plain.history_["residual"].iloc[-1]
+    assert joint.row_bias_.shape == (m,) and joint.col_bias_.shape == (n,)
+    rows, cols = np.nonzero(~np.isnan(X))
+    fitted = joint.predict_entries(rows, cols)  # the training residual, biases included
+    err = np.linalg.norm(fitted - Y[rows, cols]) / np.linalg.norm(Y[rows, cols])
+    assert err == pytest.approx(joint.history_["residual"].iloc[-1], rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_joint_biases_survive_a_warm_start():
+    """The biases are stored and restored: a warm start continues from them."""
+    from deepmc import CompressedDeepMatrixCompletion
+
+    rng = np.random.default_rng(3)
+    Y = np.outer(rng.standard_normal(20), rng.standard_normal(15)) + rng.standard_normal((20, 1))
+    X = np.where(rng.random(Y.shape) < 0.7, Y, np.nan)
+    kw = {"rank": 1, "solver": "gd", "max_iter": 50, "bias_reg": 1.0, "random_state": 0}
+    est = CompressedDeepMatrixCompletion(warm_start=True, **kw).fit(X)
+    first = est.row_bias_.copy()
+    est.fit(X)
+    assert est.n_iter_ == 100
+    longer = CompressedDeepMatrixCompletion(**{**kw, "max_iter": 100}).fit(X)
+    np.testing.assert_allclose(est.row_bias_, longer.row_bias_, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(first, est.row_bias_)
+
+
+@pytest.mark.parametrize("param", [{"bias_reg": 1.0}, {"decay_weighting": 1.0}])
+def test_distributed_fit_refuses_whole_matrix_options(param):
+    from deepmc import CompressedDeepMatrixCompletion
+    from deepmc.distributed._fit import _check_supported
+
+    with pytest.raises(ValueError, match=next(iter(param))):
+        _check_supported(CompressedDeepMatrixCompletion(**param))

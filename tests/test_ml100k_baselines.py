@@ -79,7 +79,7 @@ def test_table_runs_and_skips_missing_libraries(modules, tmp_path, capsys, monke
     assert "Surprise SVD: skipped: the optional package providing 'no_such_module_here'" in out
     rows = [ln for ln in out.splitlines()[-3:] if ln.startswith("| ") and " ± " in ln]
     assert [r.split(" | ")[0] for r in rows] == [
-        "| previous defaults: one fit, rank 10",
+        "| earlier defaults: one fit, rank 10",
         "| global mean",
         "| biased ALS, rank 20, λ from validation (ours, NumPy)",
     ]

@@ -163,13 +163,17 @@ def _check_supported(estimator: Any) -> None:
     unsupported = {
         "early_stopping": estimator.early_stopping,
         "warm_start": estimator.warm_start,
+        # the row-weighted decay counts the observations of whole columns
+        "decay_weighting": getattr(estimator, "decay_weighting", 0) != 0,
+        "bias_reg": getattr(estimator, "bias_reg", None) is not None,
     }
     on = [k for k, v in unsupported.items() if v]
     if on:
         raise ValueError(
-            f"{', '.join(on)}: not supported by the distributed fit (a validation split "
-            "and a warm start are whole-matrix operations); set them to False, or resume "
-            "from a checkpoint instead of warm_start."
+            f"{', '.join(on)}: not supported by the distributed fit (a validation split, "
+            "a warm start, the row-weighted decay and the biases are whole-matrix "
+            "operations); set them to False (decay_weighting to 0, bias_reg to None), or "
+            "resume from a checkpoint instead of warm_start."
         )
 
 

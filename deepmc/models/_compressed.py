@@ -23,6 +23,7 @@ __all__ = [
     "CompressedNetwork",
     "compressed_loss_and_grads",
     "compressed_residual_and_grads",
+    "decay_weights",
 ]
 
 
@@ -236,6 +237,28 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         low-rank learning does (``"re-seeded ..."`` in ``history_["event"]``).
         ``"gd"``: plain gradient descent, step for step the papers' method.
     weight_decay : float, default=0.0
+        λ: every core decays at λ (``W ← W − η(∇ℓ + λW)``); ``U`` and ``V`` at λ, or
+        row by row as ``decay_weighting`` says.
+    decay_weighting : float, default=0.0
+        α: row ``u`` of ``U`` decays at ``λ·w_u`` and row ``i`` of ``V`` at ``λ·w_i``,
+        with ``w_u = (n_u / n̄_row)^α``, ``w_i = (n_i / n̄_col)^α``, ``n_u`` the
+        observations in row ``u`` and ``n̄_row = N/m`` their mean (likewise for columns).
+        ``0``: uniform decay, plain weight decay. ``1``: the penalty
+        ``λ/2 (Σ_u n_u/n̄ ‖U_u‖² + Σ_l ‖W̃_l‖² + Σ_i n_i/n̄ ‖V_i‖²)``, whose minimum over
+        the factorisations of ``X`` is the Schatten-``2/(L+2)`` quasi-norm of
+        ``D_r^{1/2} X D_c^{1/2}`` (``D`` the diagonal of the relative row and column
+        counts): the weighted trace norm of Salakhutdinov & Srebro (2010) for a deep
+        product, and the frequency-weighted ridge of ALS-WR (Zhou et al. 2008). Rows
+        seen often are shrunk more in absolute terms, i.e. each observation costs the
+        same. No effect when ``weight_decay=0``.
+    bias_reg : float or None, default=None
+        ``None``: no bias terms. A float λ_b ≥ 0 adds a bias per row and per column,
+        ``X = U W̃_L ⋯ W̃_1 Vᵀ + a 1ᵀ + 1 bᵀ``, learnt with the network and penalised by
+        ``(λ_b/2)(‖a‖² + ‖b‖²)`` in the loss's units ``s/2``: each bias counts as if it
+        had λ_b extra observations at 0. They take a half Jacobi step per gradient step,
+        ``a_u ← a_u − ½ (Σ_{j∈Ω_u} (X − Y)_{uj} + λ_b a_u) / (n_u + λ_b)`` (the diagonal
+        of the bias Hessian spans the row counts, which rules out a common step);
+        ``weight_decay`` adds ``λ a`` to that step as to any parameter.
     max_iter : int, default=20000
     tol : float, default=1e-6
         Stop when the fitted values on Ω change by at most ``tol`` (relative) between
@@ -257,7 +280,11 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     U_ : ndarray of shape (m, 2*rank)
     V_ : ndarray of shape (n, 2*rank)
     cores_ : list of ndarray of shape (2*rank, 2*rank)
-        ``[W̃_1, …, W̃_L]``; ``X̂ = scale_ · U_ · W̃_L ⋯ W̃_1 · V_ᵀ``.
+        ``[W̃_1, …, W̃_L]``; ``X̂ = scale_ · U_ · W̃_L ⋯ W̃_1 · V_ᵀ`` (plus the biases).
+    row_bias_ : ndarray of shape (m,)
+        ``a`` (normalised units, like ``U_``), only with ``bias_reg`` set.
+    col_bias_ : ndarray of shape (n,)
+        ``b``, only with ``bias_reg`` set.
     scale_ : float
     lr_ : float
         η used for the cores (normalised units).
@@ -298,6 +325,10 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
        Compression of Overparameterized Models", AISTATS 2024.
     .. [3] Z. Li, Y. Luo, K. Lyu. "Towards Resolving the Implicit Bias of Gradient
        Descent for Matrix Factorization: Greedy Low-Rank Learning", ICLR 2021.
+    .. [4] R. Salakhutdinov, N. Srebro. "Collaborative Filtering in a Non-Uniform World:
+       Learning with the Weighted Trace Norm", NeurIPS 2010.
+    .. [5] Y. Zhou, D. Wilkinson, R. Schreiber, R. Pan. "Large-Scale Parallel
+       Collaborative Filtering for the Netflix Prize", AAIM 2008.
 
     Examples
     --------
@@ -318,6 +349,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         "rank": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"parsimony", "spectral", "random"})],
         "factor_lr_ratio": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
+        "decay_weighting": [Interval(Real, 0, None, closed="left")],
+        "bias_reg": [None, Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -332,6 +365,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         optimizer: str = "gd",
         solver: str = "auto",
         weight_decay: float = 0.0,
+        decay_weighting: float = 0.0,
+        bias_reg: float | None = None,
         max_iter: int = 20_000,
         tol: float = 1e-6,
         check_every: int = 25,
@@ -366,6 +401,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         self.rank = rank
         self.init = init
         self.factor_lr_ratio = factor_lr_ratio
+        self.decay_weighting = decay_weighting
+        self.bias_reg = bias_reg
 
     def _resolve_factor_lr_ratio(self) -> float:
         """γ: ``0.2·L`` for ``"gd"`` and ``"momentum"``, 1 for ``"adam"``, when ``"auto"``."""
@@ -380,7 +417,83 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             init=self.init,
             init_scale=init_scale,
             factor_lr_ratio=self._resolve_factor_lr_ratio(),
+            weight_decay=float(self.weight_decay),
+            decay_weighting=float(self.decay_weighting),
+            bias_reg=None if self.bias_reg is None else float(self.bias_reg),
+            bias_lr_ratio=BIAS_STEP / self._resolve_learning_rate(),
         )
+
+
+def decay_weights(pattern: ObservedPattern, exponent: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative row and column counts of Ω to the power α: ``(n_u m / N)^α``, ``(n_i n / N)^α``.
+
+    The weights of the row-weighted decay of :class:`CompressedDeepMatrixCompletion`
+    (``decay_weighting``). An empty row or column has weight 0 (for α > 0): nothing
+    is learnt about it, and it keeps its initial factor row.
+
+    Parameters
+    ----------
+    pattern : ObservedPattern
+    exponent : float
+        α.
+
+    Returns
+    -------
+    row_weights : Tensor of shape (m,)
+    col_weights : Tensor of shape (n,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from deepmc._kernels import ObservedPattern
+    >>> pattern = ObservedPattern.from_coo(
+    ...     torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 2, 0]), (2, 3))
+    >>> [w.tolist() for w in decay_weights(pattern, 1.0)]
+    [[1.5, 0.5], [1.5, 0.75, 0.75]]
+    """
+    m, n = pattern.shape
+    n_obs = max(pattern.n_observed, 1)
+    rows = (pattern.crow[1:] - pattern.crow[:-1]).to(torch.float64)
+    cols = torch.bincount(pattern.col, minlength=n).to(torch.float64)
+    return (rows * (m / n_obs)) ** exponent, (cols * (n / n_obs)) ** exponent
+
+
+def _decay_excess(
+    pattern: ObservedPattern, exponent: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w − 1`` of :func:`decay_weights`, as ``(m, 1)`` and ``(n, 1)`` columns of ``dtype``."""
+    return tuple(  # type: ignore[return-value]
+        (w - 1).to(dtype)[:, None] for w in decay_weights(pattern, exponent)
+    )
+
+
+#: Fraction of a Jacobi step the row and column biases take per gradient step.
+BIAS_STEP = 0.5
+
+
+def _jacobi_bias_steps(
+    data: TrainingData, resid: torch.Tensor, biases: list[torch.Tensor], reg: float
+) -> list[torch.Tensor]:
+    """``(Σ_{j∈Ω_u} r_uj + λ_b a_u) / (n_u + λ_b)`` per row, likewise per column.
+
+    The exact minimiser of the penalised loss over one row's bias, with everything else
+    fixed, is ``a_u`` minus this; a step of η·ratio = :data:`BIAS_STEP` moves halfway.
+    """
+    a, b = biases
+    m, n = data.shape
+    kernels = data.pattern.kernels(resid.dtype)
+
+    def counts() -> tuple[torch.Tensor, torch.Tensor]:
+        ones = torch.ones_like(resid)
+        n_u = torch.zeros(m, dtype=resid.dtype, device=resid.device).index_add_(0, data.rows, ones)
+        n_i = torch.zeros(n, dtype=resid.dtype, device=resid.device).index_add_(0, data.cols, ones)
+        # an empty row with λ_b = 0 would divide 0 by 0: its step is 0 either way
+        return tuple((c + reg).clamp_(min=1e-12)[:, None] for c in (n_u, n_i))
+
+    den_u, den_i = kernels.memo(("compressed.bias_counts", reg), counts)
+    sum_u = torch.zeros_like(a).index_add_(0, data.rows, resid[:, None])
+    sum_i = torch.zeros_like(b).index_add_(0, data.cols, resid[:, None])
+    return [sum_u.add_(a, alpha=reg).div_(den_u), sum_i.add_(b, alpha=reg).div_(den_i)]
 
 
 def _copy_into(params: Params, new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
@@ -405,6 +518,19 @@ class CompressedNetwork:
         ε: ``W̃_l(0) = εI``.
     factor_lr_ratio : float
         γ.
+    weight_decay : float, default=0.0
+        λ, which the optimizer applies to every parameter uniformly.
+    decay_weighting : float, default=0.0
+        α: with ``λ > 0`` and ``α > 0``, :meth:`residual_and_grads` adds the excess
+        ``λ(w_u − 1) U_u`` and ``λ(w_i − 1) V_i`` of the row-weighted decay (see
+        :func:`decay_weights`) to the factor gradients, so that optimizer and network
+        together apply ``λ w_u U_u``. With ``α = 0`` the gradients are untouched.
+    bias_reg : float or None, default=None
+        λ_b of the row and column biases (parameter group ``"biases"``: ``a`` of shape
+        ``(m, 1)``, ``b`` of shape ``(n, 1)``); ``None``: no biases.
+    bias_lr_ratio : float, default=0.0
+        Step ratio of the biases, whose "gradient" is the Jacobi-preconditioned one:
+        ``BIAS_STEP / η`` makes each step :data:`BIAS_STEP` of a Jacobi step.
     """
 
     rank: int
@@ -412,10 +538,17 @@ class CompressedNetwork:
     init: str
     init_scale: float
     factor_lr_ratio: float
+    weight_decay: float = 0.0
+    decay_weighting: float = 0.0
+    bias_reg: float | None = None
+    bias_lr_ratio: float = 0.0
 
     @property
     def lr_ratios(self) -> dict[str, float]:
-        return {"cores": 1.0, "factors": self.factor_lr_ratio}
+        ratios = {"cores": 1.0, "factors": self.factor_lr_ratio}
+        if self.bias_reg is not None:
+            ratios["biases"] = self.bias_lr_ratio
+        return ratios
 
     @property
     def n_singular(self) -> int:
@@ -442,7 +575,10 @@ class CompressedNetwork:
             U, V = random_frames(m, n, k, generator=generator, **opts)
         eye = torch.eye(k, **opts)
         cores = [self.init_scale * eye.clone() for _ in range(self.depth)]
-        return {"cores": cores, "factors": [U, V]}
+        params = {"cores": cores, "factors": [U, V]}
+        if self.bias_reg is not None:
+            params["biases"] = [torch.zeros(m, 1, **opts), torch.zeros(n, 1, **opts)]
+        return params
 
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         """As :func:`compressed_residual_and_grads` with ``reuse=True``.
@@ -451,17 +587,37 @@ class CompressedNetwork:
         ``data.pattern`` that the next call overwrites: the solver copies what it keeps.
         """
         U, V = params["factors"]
+        y = data.y
+        if self.bias_reg is not None:  # the network fits what the biases leave
+            a, b = params["biases"]
+            y = y - a[data.rows, 0] - b[data.cols, 0]
         resid, gU, gV, gcores = compressed_residual_and_grads(
-            data.pattern, data.y, data.sampling_scale, U, V, params["cores"], reuse=True
+            data.pattern, y, data.sampling_scale, U, V, params["cores"], reuse=True
         )
-        return resid, {"cores": gcores, "factors": [gU, gV]}
+        if self.weight_decay != 0 and self.decay_weighting != 0:
+            kernels = data.pattern.kernels(U.dtype)
+            key = ("compressed.decay_excess", self.decay_weighting)
+            excess_u, excess_v = kernels.memo(
+                key, lambda: _decay_excess(data.pattern, self.decay_weighting, U.dtype)
+            )
+            gU.addcmul_(excess_u, U, value=self.weight_decay)
+            gV.addcmul_(excess_v, V, value=self.weight_decay)
+        grads = {"cores": gcores, "factors": [gU, gV]}
+        if self.bias_reg is not None:
+            grads["biases"] = _jacobi_bias_steps(data, resid, params["biases"], self.bias_reg)
+        return resid, grads
 
     def targets(self, data: TrainingData) -> torch.Tensor:
         return data.y
 
     def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(left, right)`` with ``X = left · rightᵀ``: ``[U C, a, 1]`` and ``[V, 1, b]``."""
         U, V = params["factors"]
-        return U @ chain_product(params["cores"]), V
+        left = U @ chain_product(params["cores"])
+        if self.bias_reg is None:
+            return left, V
+        a, b = params["biases"]
+        return torch.cat([left, a, torch.ones_like(a)], 1), torch.cat([V, torch.ones_like(b), b], 1)
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * 2 * self.rank * self.depth
@@ -484,12 +640,20 @@ class CompressedNetwork:
 
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         U, V = params["factors"]
-        return {
+        fitted = {
             "cores_": params["cores"],
             "U_": U,
             "V_": V,
             "factor_lr_": lr * self.factor_lr_ratio,
         }
+        if self.bias_reg is not None:
+            a, b = params["biases"]
+            fitted.update(row_bias_=a[:, 0], col_bias_=b[:, 0])
+        return fitted
 
     def stored_params(self, attributes: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
-        return {"cores": attributes["cores_"], "factors": [attributes["U_"], attributes["V_"]]}
+        stored = {"cores": attributes["cores_"], "factors": [attributes["U_"], attributes["V_"]]}
+        if self.bias_reg is not None:
+            a, b = attributes["row_bias_"], attributes["col_bias_"]
+            stored["biases"] = [a.reshape(-1, 1), b.reshape(-1, 1)]
+        return stored
