@@ -56,6 +56,7 @@ __all__ = [
     "find_gap",
     "prune_compressed",
     "prune_layers",
+    "rebalance_for_polish",
     "reseed_compressed",
 ]
 
@@ -172,15 +173,40 @@ def _balanced(sigma: torch.Tensor, keep: int, depth: int) -> torch.Tensor:
 
 
 def prune_compressed(
-    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor], keep: int
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: Sequence[torch.Tensor],
+    keep: int,
+    *,
+    balance: str = "cores",
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Cut ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` to its top ``keep`` directions, balanced.
 
     With the thin SVD ``X = P diag(σ) Qᵀ`` (:func:`compressed_spectrum`), the factors
-    become the rotated orthonormal frames ``U ← P``, ``V ← Q`` (all ``k`` columns, so
-    that the kept directions can still turn inside the span of the factors) and every
-    core ``W̃_l ← diag(σ₁^{1/L}, …, σ_keep^{1/L}, 0, …, 0)``: the end-to-end matrix is the
-    rank-``keep`` truncation of ``X``, with balanced layers.
+    become the rotated frames ``U ← P diag(u)``, ``V ← Q diag(u)`` (all ``k`` columns, so
+    that the kept directions can still turn inside the span of the factors; the ``k −
+    keep`` spare columns stay orthonormal) and every core ``W̃_l ← diag(w_1, …, w_keep,
+    0, …, 0)`` with ``u_i² w_i^L = σ_i``: the end-to-end matrix is the rank-``keep``
+    truncation of ``X``.
+
+    ``balance`` splits each ``σ_i`` between the factors and the cores:
+
+    ``"cores"``
+        ``u = 1``, ``w = σ^{1/L}``: orthonormal factors and balanced cores, the state
+        the full-width network reaches after :func:`prune_layers` (with frozen factors
+        the two then follow the same trajectory).
+    ``"rate"``
+        ``u_i = σ_i · σ₁^{−(L+1)/(L+2)}``, ``w_i = (σ_i / u_i²)^{1/L}``: the factors
+        carry the spectrum, for factors that move (γ > 0). A step of ``U`` moves ``X`` by
+        ``−γη R V CᵀC Vᵀ = −γη R Q diag(σ_i² / u_i²) Qᵀ`` (``C`` the core product,
+        ``R`` the residual), so every kept direction is corrected at the rate of the
+        top one instead of ``γη σ_i²``: the ``κ²`` of the polish (``κ = σ₁/σ_keep``)
+        leaves the factor steps, as in scaled gradient descent (Tong, Ma & Chi 2021),
+        here by a change of balance alone. The top direction is balanced over all
+        ``L + 2`` matrices (``u₁ = w₁ = σ₁^{1/(L+2)}``), so the largest curvature — the
+        step-size limit — is that of a balanced network. Gradient descent keeps the
+        imbalance (``UᵀU/γ − W̃_L W̃_Lᵀ`` and ``W̃_{l+1}ᵀW̃_{l+1} − W̃_l W̃_lᵀ`` are
+        conserved by gradient flow), so the polish keeps this rate.
 
     Parameters
     ----------
@@ -190,15 +216,33 @@ def prune_compressed(
         ``[W̃_1, …, W̃_L]``.
     keep : int
         Directions kept, ``0 ≤ keep ≤ k``.
+    balance : {"cores", "rate"}, default="cores"
 
     Returns
     -------
     U, V, cores
         New tensors (the inputs are not modified).
+
+    References
+    ----------
+    T. Tong, C. Ma, Y. Chi, "Accelerating ill-conditioned low-rank matrix estimation
+    via scaled gradient descent", JMLR 22 (2021).
     """
+    if balance not in ("cores", "rate"):
+        raise ValueError(f"balance: expected 'cores' or 'rate', got {balance!r}.")
     P, sigma, Q = compressed_spectrum(U, V, cores)
-    d = torch.diag(_balanced(sigma, keep, len(cores)))
-    return P, Q, [d.clone() for _ in cores]
+    depth = len(cores)
+    if balance == "cores" or keep == 0 or float(sigma[0]) <= 0:
+        d = torch.diag(_balanced(sigma, keep, depth))
+        return P, Q, [d.clone() for _ in cores]
+    s = sigma[:keep].clamp_min(0)
+    u = torch.ones_like(sigma)
+    u[:keep] = s * s[0] ** (-(depth + 1) / (depth + 2))
+    w = torch.zeros_like(sigma)
+    live = s > 0  # an exact zero kept (keep beyond the rank) gets u = w = 0 there
+    w[:keep][live] = (s[live] / u[:keep][live].square()) ** (1.0 / depth)
+    d = torch.diag(w)
+    return P * u, Q * u, [d.clone() for _ in cores]
 
 
 def prune_layers(layers: Sequence[torch.Tensor], keep: int) -> list[torch.Tensor]:
@@ -275,6 +319,42 @@ def reseed_compressed(
     U_new = torch.cat([P[:, :keep], left], dim=1)
     V_new = torch.cat([Q[:, :keep], right], dim=1)
     return U_new, V_new, [torch.diag(d) for _ in cores]
+
+
+def rebalance_for_polish(
+    params: dict[str, list[torch.Tensor]], keep: int, lr_ratios: Any
+) -> bool:
+    """Give a pruned compressed network whose factors move the ``"rate"`` balance, in place.
+
+    After a prune the compressed network (``params`` with ``"factors"`` ``[U, V]`` and
+    ``"cores"``) polishes a rank-``keep`` factorisation. With factors that move
+    (``lr_ratios["factors"] > 0``) its state becomes :func:`prune_compressed`'s
+    ``balance="rate"`` of the same end-to-end matrix, so that every kept direction is
+    polished at the rate of the top one; other networks (no ``"factors"`` group, or
+    frozen factors) are left alone.
+
+    Parameters
+    ----------
+    params : dict of str to list of Tensor
+        The network's parameter groups, edited in place.
+    keep : int
+        The rank kept by the prune.
+    lr_ratios : mapping of str to float
+        The network's per-group learning-rate ratios (γ for ``"factors"``).
+
+    Returns
+    -------
+    bool
+        Whether ``params`` were re-balanced.
+    """
+    if "factors" not in params or "cores" not in params or not lr_ratios.get("factors", 0.0):
+        return False
+    U, V = params["factors"]
+    new = prune_compressed(U, V, params["cores"], keep, balance="rate")
+    with torch.no_grad():
+        for p, q in zip([U, V, *params["cores"]], [new[0], new[1], *new[2]], strict=True):
+            p.copy_(q)
+    return True
 
 
 class _Residual:
@@ -519,6 +599,7 @@ class SpectralMonitor:
         with torch.no_grad():
             if not self._escaping(check, an, keep):
                 self.network.prune(check.params, keep)
+                rebalance_for_polish(check.params, keep, self.network.lr_ratios)
                 self.pruned = keep
                 note = f"pruned to rank {keep}"
             elif (

@@ -19,6 +19,7 @@ from deepmc._prune import (
     find_gap,
     prune_compressed,
     prune_layers,
+    rebalance_for_polish,
 )
 from deepmc._validation import check_observations
 from deepmc.datasets import make_problem
@@ -122,6 +123,120 @@ def test_prune_compressed_is_the_truncated_svd_and_stays_pruned_under_gd():
     _, sigma, _ = compressed_spectrum(U2, V2, cores2)
     assert float(sigma[keep - 1]) > 0.1
     assert float(sigma[keep:].max()) < 1e-15 * float(sigma[0])  # rank `keep`, to rounding
+
+
+def _random_compressed(k=6, depth=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(30, k, dtype=torch.float64, generator=g))[0]
+    V = torch.linalg.qr(torch.randn(25, k, dtype=torch.float64, generator=g))[0]
+    eye = torch.eye(k, dtype=torch.float64)
+    cores = [
+        0.5 * eye + 0.1 * torch.randn(k, k, generator=g, dtype=torch.float64)
+        for _ in range(depth)
+    ]
+    return U, V, cores
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_prune_compressed_rate_balance_moves_every_direction_at_the_top_rate(depth):
+    U, V, cores = _random_compressed(depth=depth)
+    k, keep = U.shape[1], 3
+    X = U @ chain_product(cores) @ V.T
+    u, s, vh = torch.linalg.svd(X)
+    U2, V2, cores2 = prune_compressed(U, V, cores, keep, balance="rate")
+    # the same end-to-end matrix as the "cores" balance: the rank-`keep` truncation
+    torch.testing.assert_close(
+        U2 @ chain_product(cores2) @ V2.T, (u[:, :keep] * s[:keep]) @ vh[:keep]
+    )
+    norms = torch.linalg.norm(U2, dim=0)
+    torch.testing.assert_close(norms, torch.linalg.norm(V2, dim=0))
+    # spare columns orthonormal, orthogonal to the kept ones; cores zero there
+    spare = U2[:, keep:]
+    torch.testing.assert_close(spare.T @ spare, torch.eye(k - keep, dtype=torch.float64))
+    torch.testing.assert_close(U2[:, :keep].T @ spare, torch.zeros(keep, k - keep).double())
+    for W in cores2:
+        assert torch.count_nonzero(W - torch.diag(torch.diagonal(W))) == 0
+        assert torch.count_nonzero(torch.diagonal(W)[keep:]) == 0
+    # a U step moves direction i of X at the rate (σ_i / u_i)²: the same for every i ...
+    rate = (s[:keep] / norms[:keep]) ** 2
+    torch.testing.assert_close(rate, torch.full_like(rate, float(rate[0])))
+    # ... and the top direction is balanced over the L + 2 matrices
+    top = float(s[0]) ** (1.0 / (depth + 2))
+    assert float(norms[0]) == pytest.approx(top, rel=1e-12)
+    assert float(cores2[0][0, 0]) == pytest.approx(top, rel=1e-12)
+    # the "cores" balance is the default and keeps the factors orthonormal
+    U3, _, _ = prune_compressed(U, V, cores, keep)
+    torch.testing.assert_close(U3.T @ U3, torch.eye(k, dtype=torch.float64))
+    with pytest.raises(ValueError, match="balance"):
+        prune_compressed(U, V, cores, keep, balance="factors")
+
+
+def test_rate_balance_stays_pruned_under_gd():
+    problem = make_problem(shape=(30, 25), rank=2, fraction=0.6, random_state=0)
+    data = prepare(
+        check_observations(problem.train), torch.device("cpu"), torch.float64,
+        scale=problem.target.singular_values()[0],
+    )  # fmt: skip
+    U, V, cores = _random_compressed()
+    keep = 2
+    U, V, cores = prune_compressed(U, V, cores, keep, balance="rate")
+    for _ in range(50):
+        _, gU, gV, gc = compressed_residual_and_grads(
+            data.pattern, data.y, data.sampling_scale, U, V, cores
+        )
+        U, V = U - 0.05 * gU, V - 0.05 * gV
+        cores = [W - 0.1 * gW for W, gW in zip(cores, gc)]
+    _, sigma, _ = compressed_spectrum(U, V, cores)
+    assert float(sigma[keep - 1]) > 0.1
+    assert float(sigma[keep:].max()) < 1e-15 * float(sigma[0])
+
+
+def test_rebalance_for_polish_only_touches_moving_factors():
+    U, V, cores = _random_compressed()
+    U, V, cores = prune_compressed(U, V, cores, 3)
+    X = U @ chain_product(cores) @ V.T
+    frozen = {"factors": [U.clone(), V.clone()], "cores": [W.clone() for W in cores]}
+    assert not rebalance_for_polish(frozen, 3, {"cores": 1.0, "factors": 0.0})
+    torch.testing.assert_close(frozen["factors"][0], U, rtol=0, atol=0)
+    layers = {"layers": [W.clone() for W in cores]}
+    assert not rebalance_for_polish(layers, 3, {"layers": 1.0})
+    moving = {"factors": [U.clone(), V.clone()], "cores": [W.clone() for W in cores]}
+    assert rebalance_for_polish(moving, 3, {"cores": 1.0, "factors": 0.6})
+    U2, V2 = moving["factors"]
+    torch.testing.assert_close(U2 @ chain_product(moving["cores"]) @ V2.T, X)
+    expected = prune_compressed(U, V, cores, 3, balance="rate")[0]
+    torch.testing.assert_close(U2, expected)
+
+
+def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
+    """The polish after the prune: 8× fewer steps than with orthonormal factors.
+
+    σ = (1, 0.3) at 50 % of 60 × 50: with the "cores" balance a factor step corrects the
+    second direction at (0.3)² of the rate of the first.
+    """
+    import deepmc._prune as prune_module
+
+    problem = make_problem(
+        shape=(60, 50), rank=2, fraction=0.5, spectrum=[1.0, 0.3], random_state=0
+    )
+
+    def polish_steps():
+        est = _strict_fit(
+            CompressedDeepMatrixCompletion(rank=2, random_state=0, tol=1e-10, max_iter=4000),
+            problem.train, eval_set=problem.eval_set(),
+        )  # fmt: skip
+        h = est.history_
+        pruned = int(h.loc[h["event"].str.contains("pruned"), "iteration"].iloc[0])
+        reached = int(h.loc[h["eval_error"] <= 1e-6, "iteration"].iloc[0])
+        assert est.U_.shape == (60, 4)
+        return reached - pruned, est
+
+    rate, est = polish_steps()
+    norms = np.linalg.norm(est.U_[:, :2], axis=0)
+    assert norms[1] < 0.5 * norms[0]  # the factors carry the spectrum to the end
+    monkeypatch.setattr(prune_module, "rebalance_for_polish", lambda *args: False)
+    cores, _ = polish_steps()
+    assert rate <= 200 and cores >= 4 * rate, (rate, cores)
 
 
 def test_compressed_tracks_full_width_after_pruning():
