@@ -23,6 +23,9 @@ This module reads both:
   gradient through them has at least two zero factors), so the ε^L floor that small
   initialisation leaves behind is gone and plain gradient descent *polishes* the kept
   part to the exact low-rank solution;
+* :func:`rebalance_compressed` — the same ``X`` with its learned directions carried by
+  the factors (``U = P diag(u)``, ``u_i ∝ σ_i``), so that every one is corrected at the
+  rate of the top one (the ``"rate"`` balance of :func:`prune_compressed`);
 * :func:`reseed_compressed` — on a plateau the compressed network may have lost the
   missing direction from the span of its factors; the spare slots are re-initialised
   at scale ε along the top singular vectors of the residual, as greedy low-rank
@@ -46,6 +49,7 @@ from ._data import TrainingData
 from ._kernels import _csr, chain_product
 
 __all__ = [
+    "LINEAR",
     "MIN_GAP",
     "OUTLIER",
     "RESOLUTION",
@@ -56,6 +60,7 @@ __all__ = [
     "find_gap",
     "prune_compressed",
     "prune_layers",
+    "rebalance_compressed",
     "rebalance_for_polish",
     "reseed_compressed",
 ]
@@ -74,6 +79,13 @@ GROWTH = 1.1
 #: A direction of ``X`` counts as learned once its singular value exceeds this multiple
 #: of ``ε^L``, the size of the directions small initialisation leaves behind.
 INIT_MARGIN = 10.0
+#: A kept direction is in the linear regime, where the ``"rate"`` balance of
+#: :func:`prune_compressed` is safe, once the residual along it is at most this fraction
+#: of its singular value: ``|p_iᵀ R q_i| ≤ LINEAR · σ_i``.
+LINEAR = 0.1
+#: Checks a settled fit with a spectral gap waits for the prune before it may stop.
+PRUNE_WAIT = 2
+_TINY = float(np.finfo(float).tiny)
 
 
 def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, float]:
@@ -232,15 +244,55 @@ def prune_compressed(
         raise ValueError(f"balance: expected 'cores' or 'rate', got {balance!r}.")
     P, sigma, Q = compressed_spectrum(U, V, cores)
     depth = len(cores)
-    if balance == "cores" or keep == 0 or float(sigma[0]) <= 0:
+    if balance == "cores":
         d = torch.diag(_balanced(sigma, keep, depth))
         return P, Q, [d.clone() for _ in cores]
-    s = sigma[:keep].clamp_min(0)
-    u = torch.ones_like(sigma)
-    u[:keep] = s * s[0] ** (-(depth + 1) / (depth + 2))
-    w = torch.zeros_like(sigma)
-    live = s > 0  # an exact zero kept (keep beyond the rank) gets u = w = 0 there
-    w[:keep][live] = (s[live] / u[:keep][live].square()) ** (1.0 / depth)
+    u, w = _rate_scales(sigma, keep, depth)
+    w[keep:] = 0
+    d = torch.diag(w)
+    return P * u, Q * u, [d.clone() for _ in cores]
+
+
+def _rate_scales(sigma: torch.Tensor, keep: int, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(u, w)`` with ``u_i² w_i^L = σ_i``: the ``"rate"`` balance on the top ``keep``.
+
+    The others get ``u = 1``, ``w = σ^{1/L}`` (orthonormal factors, balanced cores).
+    """
+    s = sigma.clamp_min(0)
+    u = torch.ones_like(s)
+    w = s ** (1.0 / depth)
+    if keep == 0 or float(s[0]) <= 0:
+        return u, w
+    u[:keep] = s[:keep] * s[0] ** (-(depth + 1) / (depth + 2))
+    live = torch.zeros_like(s, dtype=torch.bool)
+    live[:keep] = s[:keep] > 0  # an exact zero kept gets u = w = 0 there
+    w[:keep] = 0
+    w[live] = (s[live] / u[live].square()) ** (1.0 / depth)
+    return u, w
+
+
+def rebalance_compressed(
+    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor], keep: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The same ``X``, with the ``"rate"`` balance on its top ``keep`` directions, nothing cut.
+
+    As :func:`prune_compressed` with ``balance="rate"``, except that the directions past
+    ``keep`` stay (``u = 1``, cores ``σ^{1/L}``, as at ε-initialisation): the learned
+    directions are corrected at the rate of the top one while the spare slots keep
+    their own dynamics, free to learn a direction still missing.
+
+    Parameters
+    ----------
+    U, V, cores, keep
+        As in :func:`prune_compressed`.
+
+    Returns
+    -------
+    U, V, cores
+        New tensors with ``U · W̃_L ⋯ W̃_1 · Vᵀ`` equal to the input's.
+    """
+    P, sigma, Q = compressed_spectrum(U, V, cores)
+    u, w = _rate_scales(sigma, keep, len(cores))
     d = torch.diag(w)
     return P * u, Q * u, [d.clone() for _ in cores]
 
@@ -347,14 +399,27 @@ def rebalance_for_polish(
     bool
         Whether ``params`` were re-balanced.
     """
-    if "factors" not in params or "cores" not in params or not lr_ratios.get("factors", 0.0):
+    if not _moving_factors(params, lr_ratios):
         return False
     U, V = params["factors"]
     new = prune_compressed(U, V, params["cores"], keep, balance="rate")
+    _copy_params(params, new)
+    return True
+
+
+def _moving_factors(params: dict[str, list[torch.Tensor]], lr_ratios: Any) -> bool:
+    """Whether ``params`` are a compressed network's with factors that move (γ > 0)."""
+    return "factors" in params and "cores" in params and bool(lr_ratios.get("factors", 0.0))
+
+
+def _copy_params(
+    params: dict[str, list[torch.Tensor]],
+    new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]],
+) -> None:
+    U, V = params["factors"]
     with torch.no_grad():
         for p, q in zip([U, V, *params["cores"]], [new[0], new[1], *new[2]], strict=True):
             p.copy_(q)
-    return True
 
 
 class _Residual:
@@ -474,7 +539,12 @@ class SpectralMonitor:
     cutting leaves no escaping direction; it records ``"pruned to rank k"`` in the
     history. When an escaping direction blocks the cut and nothing is being learned
     (``σ_{keep+1}`` not growing), a network with ``reseed`` re-initialises its spare
-    slots along the residual's top directions (``"re-seeded ..."``).
+    slots along the residual's top directions (``"re-seeded ..."``). A compressed
+    network with moving factors is re-balanced (:func:`rebalance_compressed`, ``"re-balanced
+    the top k direction(s)"``) once the directions above the gap are in the linear regime
+    (``|p_iᵀ R q_i| ≤`` :data:`LINEAR` ``· σ_i``), and again at the prune
+    (:func:`rebalance_for_polish`). A fit that settles with a gap still uncut waits up to
+    :data:`PRUNE_WAIT` checks for the prune before ``stop_rule`` calls it converged.
 
     Parameters
     ----------
@@ -508,6 +578,8 @@ class SpectralMonitor:
     seed: int = 0
     pruned: int | None = None
     reseeds: int = 0
+    rebalanced: int | None = None
+    _waited: int = field(default=0, repr=False)
     plateau: dict | None = None
     gap_seen: bool = False
     _analysis: _Analysis | None = field(default=None, repr=False)
@@ -553,6 +625,26 @@ class SpectralMonitor:
             )  # fmt: skip
         return an.escape[keep]
 
+    def _linear(self, check: Any, an: _Analysis, keep: int) -> float:
+        """``max_i |p_iᵀ R q_i| / σ_i`` over the top ``keep`` directions of ``X``.
+
+        ``p_iᵀ R q_i`` estimates ``σ_i − p_iᵀ Y q_i`` (``R = s·P_Ω(X − Y)`` is unbiased
+        for ``X − Y`` under uniform sampling): the relative error left along the
+        direction.
+        """
+        if keep == 0:
+            return 0.0
+        data = self.data
+        r = check.residual
+        if r.shape != data.y.shape:  # a dense masked residual
+            r = r[data.rows, data.cols]
+        if self._residual is None:
+            self._residual = _Residual(data)
+        mv, _ = self._residual.bind(r)
+        along = (an.P[:, :keep] * mv(an.Q[:, :keep])).sum(dim=0).abs()
+        sigma = torch.as_tensor(an.sigma[:keep]).to(along)
+        return float((along / sigma.clamp_min(_TINY)).max())
+
     def _escaping(self, check: Any, an: _Analysis, keep: int) -> bool:
         _, values, _, bulk = self._escape(check, an, keep)
         s1 = float(values[0]) if values.numel() else 0.0
@@ -568,6 +660,8 @@ class SpectralMonitor:
             # with every slot learned there is no capacity left for another direction
             if learned >= an.sigma.shape[0] or not self._escaping(check, an, learned):
                 self.plateau = None
+                if self._prune_first(an):
+                    return ""
                 return "converged"
             s1 = float(an.escape[learned][1][0])
             self.plateau = {
@@ -579,6 +673,20 @@ class SpectralMonitor:
         if check.since_best is not None and check.since_best >= self.n_iter_no_change:
             return "early_stopping"
         return ""
+
+    def _prune_first(self, an: _Analysis) -> bool:
+        """Whether a settled fit should go on to be pruned (at most :data:`PRUNE_WAIT` checks).
+
+        Settled with ε-level directions below a spectral gap, the fit sits on the
+        ``ε^L`` floor that the prune removes: the callback cuts them at this check or the
+        next (it needs two checks to see the kept values settled), and the polish goes on.
+        """
+        if not self.prune or self.pruned is not None:
+            return False
+        if an.ratio < self.min_gap or an.keep >= an.sigma.shape[0]:
+            return False
+        self._waited += 1
+        return self._waited <= PRUNE_WAIT
 
     def callback(self, check: Any) -> bool:
         """Prune or re-seed ``check.params`` in place when the spectrum says so."""
@@ -593,27 +701,33 @@ class SpectralMonitor:
         self.gap_seen = True
         prev_sig, prev_next = previous
         stable = bool(np.max(np.abs(sig[:keep] - prev_sig[:keep]) / sig[:keep]) <= STABLE)
-        if not stable:
-            return False
         level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
+        moving = _moving_factors(check.params, self.network.lr_ratios)
         with torch.no_grad():
-            if not self._escaping(check, an, keep):
+            if stable and not self._escaping(check, an, keep):
                 self.network.prune(check.params, keep)
                 rebalance_for_polish(check.params, keep, self.network.lr_ratios)
                 self.pruned = keep
                 note = f"pruned to rank {keep}"
             elif (
-                hasattr(self.network, "reseed")
+                stable
+                and hasattr(self.network, "reseed")
                 and self.reseeds < sig.shape[0]
                 and nxt <= min(level, GROWTH * prev_next)  # the spare slots learn nothing
             ):
                 self.reseeds += 1
                 left, values, right, _ = self._escape(check, an, keep)
                 self.network.reseed(check.params, keep, left, right)
+                self.rebalanced = None  # the re-seed balanced the kept part in the cores
                 note = (
                     f"re-seeded {sig.shape[0] - keep} direction(s) along the residual "
                     f"(its top singular value {float(values[0]):.3g} × σ₁)"
                 )
+            elif moving and self.rebalanced != keep and self._linear(check, an, keep) <= LINEAR:
+                U, V = check.params["factors"]
+                _copy_params(check.params, rebalance_compressed(U, V, check.params["cores"], keep))
+                self.rebalanced = keep
+                note = f"re-balanced the top {keep} direction(s)"
             else:
                 return False
         self._previous = None

@@ -19,6 +19,7 @@ from deepmc._prune import (
     find_gap,
     prune_compressed,
     prune_layers,
+    rebalance_compressed,
     rebalance_for_polish,
 )
 from deepmc._validation import check_observations
@@ -237,6 +238,74 @@ def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
     monkeypatch.setattr(prune_module, "rebalance_for_polish", lambda *args: False)
     cores, _ = polish_steps()
     assert rate <= 200 and cores >= 4 * rate, (rate, cores)
+
+
+def test_rebalance_compressed_keeps_x_and_the_spare_slots():
+    U, V, cores = _random_compressed()
+    k, keep, depth = U.shape[1], 3, len(cores)
+    X = U @ chain_product(cores) @ V.T
+    s = torch.linalg.svdvals(X)[:k]
+    U2, V2, cores2 = rebalance_compressed(U, V, cores, keep)
+    torch.testing.assert_close(U2 @ chain_product(cores2) @ V2.T, X)  # nothing cut
+    norms = torch.linalg.norm(U2, dim=0)
+    rate = (s[:keep] / norms[:keep]) ** 2
+    torch.testing.assert_close(rate, torch.full_like(rate, float(rate[0])))
+    # past `keep`: orthonormal factor columns, balanced cores σ^{1/L}, as at initialisation
+    torch.testing.assert_close(norms[keep:], torch.ones(k - keep, dtype=torch.float64))
+    torch.testing.assert_close(torch.diagonal(cores2[0])[keep:], s[keep:] ** (1.0 / depth))
+    # the cut of prune_compressed(balance="rate") is this re-balance with the rest at zero
+    U3, _, cores3 = prune_compressed(U, V, cores, keep, balance="rate")
+    torch.testing.assert_close(U3, U2)
+    torch.testing.assert_close(torch.diagonal(cores3[0])[:keep], torch.diagonal(cores2[0])[:keep])
+
+
+def _steps_to(est, target):
+    h = est.history_
+    return int(h.loc[h["eval_error"] <= target, "iteration"].iloc[0])
+
+
+def test_early_rebalance_happens_in_the_linear_regime_and_saves_steps(monkeypatch):
+    """On problem A the learned directions are re-balanced before the prune, not after."""
+    import deepmc._prune as prune_module
+
+    problem = make_problem("A", random_state=0)
+
+    def fit():
+        est = CompressedDeepMatrixCompletion(
+            rank=5, random_state=0, tol=0.0, max_iter=500, device="cpu"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return est.fit(problem.train, eval_set=problem.eval_set())
+
+    est = fit()
+    events = [e for e in est.history_["event"] if e and "max_iter" not in e]
+    assert events[0] == "re-balanced the top 5 direction(s)"
+    assert events[1] == "pruned to rank 5"
+    early = _steps_to(est, 1e-4)
+    monkeypatch.setattr(prune_module, "LINEAR", -1.0)  # never in the linear regime
+    late = fit()
+    assert not any("re-balanced" in e for e in late.history_["event"])
+    assert early <= 400 and _steps_to(late, 1e-4) >= early + 50
+
+
+def test_default_fit_on_problem_a_seeds_never_backs_off():
+    """The re-balances are safe: no divergence, and 1e-4 well within the old step counts."""
+    steps = []
+    for seed in range(8):
+        problem = make_problem("A", random_state=seed)
+        est = CompressedDeepMatrixCompletion(
+            rank=5, random_state=0, tol=0.0, max_iter=900, device="cpu"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(problem.train, eval_set=problem.eval_set())
+        events = " ".join(est.history_["event"])
+        assert "diverged" not in events and "pruned to rank 5" in events, (seed, events)
+        assert est.history_["eval_error"].min() <= 1e-4, (seed, est.history_["eval_error"].min())
+        steps.append(_steps_to(est, 1e-4))
+    # before the rate balance: 825 875 1400 1025 700 1350 875 925 (mean 997)
+    assert np.mean(steps) <= 550, steps
 
 
 def test_compressed_tracks_full_width_after_pruning():
