@@ -83,6 +83,8 @@ INIT_MARGIN = 10.0
 #: :func:`prune_compressed` is safe, once the residual along it is at most this fraction
 #: of its singular value: ``|p_iᵀ R q_i| ≤ LINEAR · σ_i``.
 LINEAR = 0.1
+#: Largest heavy-ball β of the polish after a prune.
+MAX_MOMENTUM = 0.9
 #: Checks a settled fit with a spectral gap waits for the prune before it may stop.
 PRUNE_WAIT = 2
 _TINY = float(np.finfo(float).tiny)
@@ -543,7 +545,9 @@ class SpectralMonitor:
     network with moving factors is re-balanced (:func:`rebalance_compressed`, ``"re-balanced
     the top k direction(s)"``) once the directions above the gap are in the linear regime
     (``|p_iᵀ R q_i| ≤`` :data:`LINEAR` ``· σ_i``), and again at the prune
-    (:func:`rebalance_for_polish`). A fit that settles with a gap still uncut waits up to
+    (:func:`rebalance_for_polish`). Two checks after the prune the polish turns to
+    heavy-ball steps, β from the residual's contraction over those checks
+    (:meth:`_accelerate`). A fit that settles with a gap still uncut waits up to
     :data:`PRUNE_WAIT` checks for the prune before ``stop_rule`` calls it converged.
 
     Parameters
@@ -579,7 +583,9 @@ class SpectralMonitor:
     pruned: int | None = None
     reseeds: int = 0
     rebalanced: int | None = None
+    momentum: float | None = None
     _waited: int = field(default=0, repr=False)
+    _polish: list = field(default_factory=list, repr=False)
     plateau: dict | None = None
     gap_seen: bool = False
     _analysis: _Analysis | None = field(default=None, repr=False)
@@ -688,9 +694,39 @@ class SpectralMonitor:
         self._waited += 1
         return self._waited <= PRUNE_WAIT
 
+    def _accelerate(self, check: Any) -> None:
+        """Heavy-ball polish: β from the contraction of two checks of plain polish.
+
+        After the prune the fit is a well-posed low-rank problem whose loss is locally
+        quadratic. Gradient descent with step η contracts its slowest mode by
+        ``ρ = 1 − ημ`` per step; with the same step, heavy ball with
+        ``β = (1 − √(ημ))²`` contracts it by ``√β = 1 − √(ημ)`` (the critically damped
+        choice; Polyak 1964), e.g. about 3× fewer steps for ``ημ = 0.02``. ``ρ`` is
+        read off the residuals of the first two checks after the prune (a transient
+        of the faster modes makes it an under-estimate of the slowest, so β errs on the
+        small side); a residual that did not shrink leaves plain steps.
+        """
+        optimizer = check.optimizer
+        if self.momentum is not None or not hasattr(optimizer, "momentum"):
+            return
+        self._polish.append((check.iteration, float(check.row["residual"])))
+        if len(self._polish) < 2:
+            return
+        (i1, r1), (i2, r2) = self._polish[-2:]
+        rho = (r2 / r1) ** (1.0 / (i2 - i1)) if r1 > 0 and i2 > i1 else math.inf
+        beta = (1.0 - math.sqrt(1.0 - rho)) ** 2 if 0.0 < rho < 1.0 else 0.0
+        self.momentum = min(beta, MAX_MOMENTUM)
+        if self.momentum > 0:
+            optimizer.momentum = self.momentum
+            note = f"heavy-ball polish, momentum {self.momentum:.2f}"
+            check.row["event"] = (check.row["event"] + " " + note).strip()
+
     def callback(self, check: Any) -> bool:
         """Prune or re-seed ``check.params`` in place when the spectrum says so."""
-        if not self.prune or self.pruned is not None:
+        if not self.prune:
+            return False
+        if self.pruned is not None:
+            self._accelerate(check)  # the parameters are not edited
             return False
         an = self._analyse(check)
         keep, sig = an.keep, an.sigma

@@ -210,7 +210,7 @@ def test_rebalance_for_polish_only_touches_moving_factors():
 
 
 def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
-    """The polish after the prune: 8× fewer steps than with orthonormal factors.
+    """The plain polish after the prune: 4× fewer steps than with orthonormal factors.
 
     σ = (1, 0.3) at 50 % of 60 × 50: with the "cores" balance a factor step corrects the
     second direction at (0.3)² of the rate of the first.
@@ -220,6 +220,7 @@ def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
     problem = make_problem(
         shape=(60, 50), rank=2, fraction=0.5, spectrum=[1.0, 0.3], random_state=0
     )
+    monkeypatch.setattr(prune_module, "MAX_MOMENTUM", 0.0)  # the balance alone
 
     def polish_steps():
         est = _strict_fit(
@@ -306,6 +307,32 @@ def test_default_fit_on_problem_a_seeds_never_backs_off():
         steps.append(_steps_to(est, 1e-4))
     # before the rate balance: 825 875 1400 1025 700 1350 875 925 (mean 997)
     assert np.mean(steps) <= 550, steps
+
+
+@pytest.mark.parametrize(
+    "Est, kw", [(CompressedDeepMatrixCompletion, {"rank": 5}), (DeepMatrixCompletion, {})]
+)
+def test_polish_momentum_comes_from_the_measured_contraction(Est, kw):
+    """Two checks after the prune, β = (1 − √(1 − ρ))² from the residuals' contraction ρ."""
+    problem = make_problem("A", random_state=0)
+    est = Est(random_state=0, tol=0.0, max_iter=600, device="cpu", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(problem.train, eval_set=problem.eval_set())
+    h = est.history_.reset_index(drop=True)
+    pruned = int(h.index[h["event"].str.contains("pruned")][0])
+    row = h.iloc[pruned + 2]
+    assert row["event"].startswith("heavy-ball polish, momentum ")
+    beta = float(row["event"].split()[-1])
+    first, second = h.iloc[pruned + 1], row
+    rho = (second["residual"] / first["residual"]) ** (
+        1.0 / (second["iteration"] - first["iteration"])
+    )
+    assert beta == pytest.approx((1 - np.sqrt(1 - rho)) ** 2, abs=5e-3)
+    assert 0.3 < beta < 0.9
+    assert not any("diverged" in e for e in h["event"])
+    # the polish went on to the exact solution
+    assert problem.recovery_error(est) < 1e-10
 
 
 def test_compressed_tracks_full_width_after_pruning():
