@@ -545,9 +545,11 @@ class SpectralMonitor:
     network with moving factors is re-balanced (:func:`rebalance_compressed`, ``"re-balanced
     the top k direction(s)"``) once the directions above the gap are in the linear regime
     (``|p_iᵀ R q_i| ≤`` :data:`LINEAR` ``· σ_i``), and again at the prune
-    (:func:`rebalance_for_polish`). Two checks after the prune the polish turns to
-    heavy-ball steps, β from the residual's contraction over those checks
-    (:meth:`_accelerate`). A fit that settles with a gap still uncut waits up to
+    (:func:`rebalance_for_polish`). Two checks after the re-balance, or after the prune
+    for networks without one, the descent turns to heavy-ball steps, β from the
+    residual's contraction over those checks (:meth:`_accelerate`); every later edit
+    restarts the velocity (a re-seed or re-balance also the measurement; the prune keeps
+    β). A fit that settles with a gap still uncut waits up to
     :data:`PRUNE_WAIT` checks for the prune before ``stop_rule`` calls it converged.
 
     Parameters
@@ -695,14 +697,15 @@ class SpectralMonitor:
         return self._waited <= PRUNE_WAIT
 
     def _accelerate(self, check: Any) -> None:
-        """Heavy-ball polish: β from the contraction of two checks of plain polish.
+        """Heavy-ball steps: β from the contraction of two checks of plain steps.
 
-        After the prune the fit is a well-posed low-rank problem whose loss is locally
-        quadratic. Gradient descent with step η contracts its slowest mode by
+        Once re-balanced in the linear regime (compressed network) or pruned (every
+        network), the learned part is a well-posed low-rank problem whose loss is
+        locally quadratic. Gradient descent with step η contracts its slowest mode by
         ``ρ = 1 − ημ`` per step; with the same step, heavy ball with
         ``β = (1 − √(ημ))²`` contracts it by ``√β = 1 − √(ημ)`` (the critically damped
         choice; Polyak 1964), e.g. about 3× fewer steps for ``ημ = 0.02``. ``ρ`` is
-        read off the residuals of the first two checks after the prune (a transient
+        read off the residuals of the first two checks after the edit (a transient
         of the faster modes makes it an under-estimate of the slowest, so β errs on the
         small side); a residual that did not shrink leaves plain steps.
         """
@@ -718,7 +721,7 @@ class SpectralMonitor:
         self.momentum = min(beta, MAX_MOMENTUM)
         if self.momentum > 0:
             optimizer.momentum = self.momentum
-            note = f"heavy-ball polish, momentum {self.momentum:.2f}"
+            note = f"heavy-ball steps, momentum {self.momentum:.2f}"
             check.row["event"] = (check.row["event"] + " " + note).strip()
 
     def callback(self, check: Any) -> bool:
@@ -765,7 +768,22 @@ class SpectralMonitor:
                 self.rebalanced = keep
                 note = f"re-balanced the top {keep} direction(s)"
             else:
+                if self.rebalanced == keep:  # learned part in the linear regime
+                    self._accelerate(check)
                 return False
+        self._restart(check.optimizer, cut=self.pruned is not None)
         self._previous = None
         check.row["event"] = (check.row["event"] + " " + note).strip()
         return True
+
+    def _restart(self, optimizer: Any, cut: bool) -> None:
+        """After an edit: fresh velocity; β kept across the prune, else measured again."""
+        if not hasattr(optimizer, "momentum"):
+            return
+        if cut and self.momentum:
+            optimizer.momentum = self.momentum  # the velocity starts afresh
+            return
+        self._polish = []
+        self.momentum = None
+        if optimizer.momentum:
+            optimizer.momentum = 0.0

@@ -322,7 +322,7 @@ def test_polish_momentum_comes_from_the_measured_contraction(Est, kw):
     h = est.history_.reset_index(drop=True)
     pruned = int(h.index[h["event"].str.contains("pruned")][0])
     row = h.iloc[pruned + 2]
-    assert row["event"].startswith("heavy-ball polish, momentum ")
+    assert row["event"].startswith("heavy-ball steps, momentum ")
     beta = float(row["event"].split()[-1])
     first, second = h.iloc[pruned + 1], row
     rho = (second["residual"] / first["residual"]) ** (
@@ -333,6 +333,28 @@ def test_polish_momentum_comes_from_the_measured_contraction(Est, kw):
     assert not any("diverged" in e for e in h["event"])
     # the polish went on to the exact solution
     assert problem.recovery_error(est) < 1e-10
+
+
+def test_heavy_ball_starts_in_the_linear_regime_and_is_measured_again_after_edits():
+    """Problem A, seed 2: four directions re-balanced early, the fifth learned later.
+
+    Heavy-ball steps start two checks after the first re-balance (before any prune),
+    the second re-balance returns to plain steps and measures β again.
+    """
+    problem = make_problem("A", random_state=2)
+    est = CompressedDeepMatrixCompletion(
+        rank=5, random_state=0, tol=0.0, max_iter=400, device="cpu"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(problem.train, eval_set=problem.eval_set())
+    events = [e for e in est.history_["event"] if e and "max_iter" not in e]
+    kinds = [e.split(" the top")[0].split(" to rank")[0].split(",")[0] for e in events]
+    assert kinds == [
+        "re-balanced", "heavy-ball steps", "re-balanced", "pruned", "heavy-ball steps"
+    ], events  # fmt: skip
+    assert not any("diverged" in e for e in est.history_["event"])
+    assert _steps_to(est, 1e-4) <= 400  # 625 with heavy ball after the prune only
 
 
 def test_compressed_tracks_full_width_after_pruning():
