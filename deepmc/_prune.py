@@ -736,6 +736,8 @@ class SpectralMonitor:
         nxt = float(sig[keep]) if keep < sig.shape[0] else 0.0
         previous, self._previous = self._previous, (sig.copy(), nxt)
         if an.ratio < self.min_gap or keep >= sig.shape[0] or previous is None:
+            if self.rebalanced == keep:  # learned part in the linear regime
+                self._accelerate(check)
             return False
         self.gap_seen = True
         prev_sig, prev_next = previous

@@ -282,7 +282,7 @@ def test_early_rebalance_happens_in_the_linear_regime_and_saves_steps(monkeypatc
     est = fit()
     events = [e for e in est.history_["event"] if e and "max_iter" not in e]
     assert events[0] == "re-balanced the top 5 direction(s)"
-    assert events[1] == "pruned to rank 5"
+    assert "pruned to rank 5" in events[1:]
     early = _steps_to(est, 1e-4)
     monkeypatch.setattr(prune_module, "LINEAR", -1.0)  # never in the linear regime
     late = fit()
@@ -313,18 +313,20 @@ def test_default_fit_on_problem_a_seeds_never_backs_off():
     "Est, kw", [(CompressedDeepMatrixCompletion, {"rank": 5}), (DeepMatrixCompletion, {})]
 )
 def test_polish_momentum_comes_from_the_measured_contraction(Est, kw):
-    """Two checks after the prune, β = (1 − √(1 − ρ))² from the residuals' contraction ρ."""
+    """Two checks after the edit, β = (1 − √(1 − ρ))² from the residuals' contraction ρ."""
     problem = make_problem("A", random_state=0)
     est = Est(random_state=0, tol=0.0, max_iter=600, device="cpu", **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(problem.train, eval_set=problem.eval_set())
     h = est.history_.reset_index(drop=True)
-    pruned = int(h.index[h["event"].str.contains("pruned")][0])
-    row = h.iloc[pruned + 2]
-    assert row["event"].startswith("heavy-ball steps, momentum ")
+    at = int(h.index[h["event"].str.startswith("heavy-ball steps, momentum ")][0])
+    # two checks after the re-balance (compressed) or the prune (full width)
+    edit = "re-balanced" if Est is CompressedDeepMatrixCompletion else "pruned"
+    assert h["event"].iloc[at - 2].startswith(edit)
+    row = h.iloc[at]
     beta = float(row["event"].split()[-1])
-    first, second = h.iloc[pruned + 1], row
+    first, second = h.iloc[at - 1], row
     rho = (second["residual"] / first["residual"]) ** (
         1.0 / (second["iteration"] - first["iteration"])
     )
@@ -339,7 +341,8 @@ def test_heavy_ball_starts_in_the_linear_regime_and_is_measured_again_after_edit
     """Problem A, seed 2: four directions re-balanced early, the fifth learned later.
 
     Heavy-ball steps start two checks after the first re-balance (before any prune),
-    the second re-balance returns to plain steps and measures β again.
+    the second re-balance returns to plain steps and measures β again, and the prune
+    keeps it.
     """
     problem = make_problem("A", random_state=2)
     est = CompressedDeepMatrixCompletion(
@@ -351,10 +354,10 @@ def test_heavy_ball_starts_in_the_linear_regime_and_is_measured_again_after_edit
     events = [e for e in est.history_["event"] if e and "max_iter" not in e]
     kinds = [e.split(" the top")[0].split(" to rank")[0].split(",")[0] for e in events]
     assert kinds == [
-        "re-balanced", "heavy-ball steps", "re-balanced", "pruned", "heavy-ball steps"
+        "re-balanced", "heavy-ball steps", "re-balanced", "heavy-ball steps", "pruned"
     ], events  # fmt: skip
     assert not any("diverged" in e for e in est.history_["event"])
-    assert _steps_to(est, 1e-4) <= 400  # 625 with heavy ball after the prune only
+    assert _steps_to(est, 1e-4) <= 350  # 625 with heavy ball after the prune only
 
 
 def test_compressed_tracks_full_width_after_pruning():
