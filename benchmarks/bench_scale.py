@@ -46,9 +46,9 @@ PROFILE = os.environ.get("DEEPMC_BENCH_PROFILE", "regular")
 #: evaluation set every 25 steps, rounded up to a check. ``"B-1e-10"`` is problem B to
 #: the tighter target.
 TARGETS: dict[str, tuple[float, dict[str, int]]] = {
-    "A": (1e-4, {"compressed": 825, "full": 525}),
-    "B": (1e-6, {"compressed": 425}),
-    "B-1e-10": (1e-10, {"compressed": 750}),
+    "A": (1e-4, {"compressed": 225, "full": 375}),
+    "B": (1e-6, {"compressed": 175}),
+    "B-1e-10": (1e-10, {"compressed": 225}),
 }
 
 

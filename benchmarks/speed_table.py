@@ -15,6 +15,7 @@ beside each fit checks that the step budget does reach its target.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -27,17 +28,22 @@ from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_scale import _CompressedStepper, _FullStepper
+from benchmarks.bench_scale import TARGETS, _CompressedStepper, _FullStepper
 from deepmc.datasets import make_problem
 from deepmc.models import make_estimator
 
-#: (label, problem, method, steps, target error)
+#: (label, problem, method, steps, target error), the steps and targets of ``TARGETS``
 FITS = [
-    ("A, compressed, to 1e-4", "A", "compressed", 825, 1e-4),
-    ("A, full width, to 1e-4", "A", "full", 525, 1e-4),
-    ("B, compressed, to 1e-6", "B", "compressed", 425, 1e-6),
-    ("B, compressed, to 1e-10", "B", "compressed", 750, 1e-10),
-]
+    (f"{label}, to 1e{round(math.log10(target))}", key.split("-")[0], method, steps[method],
+     target)
+    for label, key, method in [
+        ("A, compressed", "A", "compressed"),
+        ("A, full width", "A", "full"),
+        ("B, compressed", "B", "compressed"),
+        ("B, compressed", "B-1e-10", "compressed"),
+    ]
+    for target, steps in [TARGETS[key]]
+]  # fmt: skip
 
 
 def _best(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:

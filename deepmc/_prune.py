@@ -23,6 +23,9 @@ This module reads both:
   gradient through them has at least two zero factors), so the ε^L floor that small
   initialisation leaves behind is gone and plain gradient descent *polishes* the kept
   part to the exact low-rank solution;
+* :func:`rebalance_compressed` — the same ``X`` with its learned directions carried by
+  the factors (``U = P diag(u)``, ``u_i ∝ σ_i``), so that every one is corrected at the
+  rate of the top one (the ``"rate"`` balance of :func:`prune_compressed`);
 * :func:`reseed_compressed` — on a plateau the compressed network may have lost the
   missing direction from the span of its factors; the spare slots are re-initialised
   at scale ε along the top singular vectors of the residual, as greedy low-rank
@@ -46,6 +49,7 @@ from ._data import TrainingData
 from ._kernels import _csr, chain_product
 
 __all__ = [
+    "LINEAR",
     "MIN_GAP",
     "OUTLIER",
     "RESOLUTION",
@@ -56,6 +60,8 @@ __all__ = [
     "find_gap",
     "prune_compressed",
     "prune_layers",
+    "rebalance_compressed",
+    "rebalance_for_polish",
     "reseed_compressed",
 ]
 
@@ -73,6 +79,15 @@ GROWTH = 1.1
 #: A direction of ``X`` counts as learned once its singular value exceeds this multiple
 #: of ``ε^L``, the size of the directions small initialisation leaves behind.
 INIT_MARGIN = 10.0
+#: A kept direction is in the linear regime, where the ``"rate"`` balance of
+#: :func:`prune_compressed` is safe, once the residual along it is at most this fraction
+#: of its singular value: ``|p_iᵀ R q_i| ≤ LINEAR · σ_i``.
+LINEAR = 0.1
+#: Largest heavy-ball β of the polish after a prune.
+MAX_MOMENTUM = 0.9
+#: Checks a settled fit with a spectral gap waits for the prune before it may stop.
+PRUNE_WAIT = 2
+_TINY = float(np.finfo(float).tiny)
 
 
 def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, float]:
@@ -172,15 +187,40 @@ def _balanced(sigma: torch.Tensor, keep: int, depth: int) -> torch.Tensor:
 
 
 def prune_compressed(
-    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor], keep: int
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: Sequence[torch.Tensor],
+    keep: int,
+    *,
+    balance: str = "cores",
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Cut ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` to its top ``keep`` directions, balanced.
 
     With the thin SVD ``X = P diag(σ) Qᵀ`` (:func:`compressed_spectrum`), the factors
-    become the rotated orthonormal frames ``U ← P``, ``V ← Q`` (all ``k`` columns, so
-    that the kept directions can still turn inside the span of the factors) and every
-    core ``W̃_l ← diag(σ₁^{1/L}, …, σ_keep^{1/L}, 0, …, 0)``: the end-to-end matrix is the
-    rank-``keep`` truncation of ``X``, with balanced layers.
+    become the rotated frames ``U ← P diag(u)``, ``V ← Q diag(u)`` (all ``k`` columns, so
+    that the kept directions can still turn inside the span of the factors; the ``k −
+    keep`` spare columns stay orthonormal) and every core ``W̃_l ← diag(w_1, …, w_keep,
+    0, …, 0)`` with ``u_i² w_i^L = σ_i``: the end-to-end matrix is the rank-``keep``
+    truncation of ``X``.
+
+    ``balance`` splits each ``σ_i`` between the factors and the cores:
+
+    ``"cores"``
+        ``u = 1``, ``w = σ^{1/L}``: orthonormal factors and balanced cores, the state
+        the full-width network reaches after :func:`prune_layers` (with frozen factors
+        the two then follow the same trajectory).
+    ``"rate"``
+        ``u_i = σ_i · σ₁^{−(L+1)/(L+2)}``, ``w_i = (σ_i / u_i²)^{1/L}``: the factors
+        carry the spectrum, for factors that move (γ > 0). A step of ``U`` moves ``X`` by
+        ``−γη R V CᵀC Vᵀ = −γη R Q diag(σ_i² / u_i²) Qᵀ`` (``C`` the core product,
+        ``R`` the residual), so every kept direction is corrected at the rate of the
+        top one instead of ``γη σ_i²``: the ``κ²`` of the polish (``κ = σ₁/σ_keep``)
+        leaves the factor steps, as in scaled gradient descent (Tong, Ma & Chi 2021),
+        here by a change of balance alone. The top direction is balanced over all
+        ``L + 2`` matrices (``u₁ = w₁ = σ₁^{1/(L+2)}``), so the largest curvature — the
+        step-size limit — is that of a balanced network. Gradient descent keeps the
+        imbalance (``UᵀU/γ − W̃_L W̃_Lᵀ`` and ``W̃_{l+1}ᵀW̃_{l+1} − W̃_l W̃_lᵀ`` are
+        conserved by gradient flow), so the polish keeps this rate.
 
     Parameters
     ----------
@@ -190,15 +230,73 @@ def prune_compressed(
         ``[W̃_1, …, W̃_L]``.
     keep : int
         Directions kept, ``0 ≤ keep ≤ k``.
+    balance : {"cores", "rate"}, default="cores"
 
     Returns
     -------
     U, V, cores
         New tensors (the inputs are not modified).
+
+    References
+    ----------
+    T. Tong, C. Ma, Y. Chi, "Accelerating ill-conditioned low-rank matrix estimation
+    via scaled gradient descent", JMLR 22 (2021).
+    """
+    if balance not in ("cores", "rate"):
+        raise ValueError(f"balance: expected 'cores' or 'rate', got {balance!r}.")
+    P, sigma, Q = compressed_spectrum(U, V, cores)
+    depth = len(cores)
+    if balance == "cores":
+        d = torch.diag(_balanced(sigma, keep, depth))
+        return P, Q, [d.clone() for _ in cores]
+    u, w = _rate_scales(sigma, keep, depth)
+    w[keep:] = 0
+    d = torch.diag(w)
+    return P * u, Q * u, [d.clone() for _ in cores]
+
+
+def _rate_scales(sigma: torch.Tensor, keep: int, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(u, w)`` with ``u_i² w_i^L = σ_i``: the ``"rate"`` balance on the top ``keep``.
+
+    The others get ``u = 1``, ``w = σ^{1/L}`` (orthonormal factors, balanced cores).
+    """
+    s = sigma.clamp_min(0)
+    u = torch.ones_like(s)
+    w = s ** (1.0 / depth)
+    if keep == 0 or float(s[0]) <= 0:
+        return u, w
+    u[:keep] = s[:keep] * s[0] ** (-(depth + 1) / (depth + 2))
+    live = torch.zeros_like(s, dtype=torch.bool)
+    live[:keep] = s[:keep] > 0  # an exact zero kept gets u = w = 0 there
+    w[:keep] = 0
+    w[live] = (s[live] / u[live].square()) ** (1.0 / depth)
+    return u, w
+
+
+def rebalance_compressed(
+    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor], keep: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The same ``X``, with the ``"rate"`` balance on its top ``keep`` directions, nothing cut.
+
+    As :func:`prune_compressed` with ``balance="rate"``, except that the directions past
+    ``keep`` stay (``u = 1``, cores ``σ^{1/L}``, as at ε-initialisation): the learned
+    directions are corrected at the rate of the top one while the spare slots keep
+    their own dynamics, free to learn a direction still missing.
+
+    Parameters
+    ----------
+    U, V, cores, keep
+        As in :func:`prune_compressed`.
+
+    Returns
+    -------
+    U, V, cores
+        New tensors with ``U · W̃_L ⋯ W̃_1 · Vᵀ`` equal to the input's.
     """
     P, sigma, Q = compressed_spectrum(U, V, cores)
-    d = torch.diag(_balanced(sigma, keep, len(cores)))
-    return P, Q, [d.clone() for _ in cores]
+    u, w = _rate_scales(sigma, keep, len(cores))
+    d = torch.diag(w)
+    return P * u, Q * u, [d.clone() for _ in cores]
 
 
 def prune_layers(layers: Sequence[torch.Tensor], keep: int) -> list[torch.Tensor]:
@@ -275,6 +373,55 @@ def reseed_compressed(
     U_new = torch.cat([P[:, :keep], left], dim=1)
     V_new = torch.cat([Q[:, :keep], right], dim=1)
     return U_new, V_new, [torch.diag(d) for _ in cores]
+
+
+def rebalance_for_polish(
+    params: dict[str, list[torch.Tensor]], keep: int, lr_ratios: Any
+) -> bool:
+    """Give a pruned compressed network whose factors move the ``"rate"`` balance, in place.
+
+    After a prune the compressed network (``params`` with ``"factors"`` ``[U, V]`` and
+    ``"cores"``) polishes a rank-``keep`` factorisation. With factors that move
+    (``lr_ratios["factors"] > 0``) its state becomes :func:`prune_compressed`'s
+    ``balance="rate"`` of the same end-to-end matrix, so that every kept direction is
+    polished at the rate of the top one; other networks (no ``"factors"`` group, or
+    frozen factors) are left alone.
+
+    Parameters
+    ----------
+    params : dict of str to list of Tensor
+        The network's parameter groups, edited in place.
+    keep : int
+        The rank kept by the prune.
+    lr_ratios : mapping of str to float
+        The network's per-group learning-rate ratios (γ for ``"factors"``).
+
+    Returns
+    -------
+    bool
+        Whether ``params`` were re-balanced.
+    """
+    if not _moving_factors(params, lr_ratios):
+        return False
+    U, V = params["factors"]
+    new = prune_compressed(U, V, params["cores"], keep, balance="rate")
+    _copy_params(params, new)
+    return True
+
+
+def _moving_factors(params: dict[str, list[torch.Tensor]], lr_ratios: Any) -> bool:
+    """Whether ``params`` are a compressed network's with factors that move (γ > 0)."""
+    return "factors" in params and "cores" in params and bool(lr_ratios.get("factors", 0.0))
+
+
+def _copy_params(
+    params: dict[str, list[torch.Tensor]],
+    new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]],
+) -> None:
+    U, V = params["factors"]
+    with torch.no_grad():
+        for p, q in zip([U, V, *params["cores"]], [new[0], new[1], *new[2]], strict=True):
+            p.copy_(q)
 
 
 class _Residual:
@@ -394,7 +541,16 @@ class SpectralMonitor:
     cutting leaves no escaping direction; it records ``"pruned to rank k"`` in the
     history. When an escaping direction blocks the cut and nothing is being learned
     (``σ_{keep+1}`` not growing), a network with ``reseed`` re-initialises its spare
-    slots along the residual's top directions (``"re-seeded ..."``).
+    slots along the residual's top directions (``"re-seeded ..."``). A compressed
+    network with moving factors is re-balanced (:func:`rebalance_compressed`, ``"re-balanced
+    the top k direction(s)"``) once the directions above the gap are in the linear regime
+    (``|p_iᵀ R q_i| ≤`` :data:`LINEAR` ``· σ_i``), and again at the prune
+    (:func:`rebalance_for_polish`). Two checks after the re-balance, or after the prune
+    for networks without one, the descent turns to heavy-ball steps, β from the
+    residual's contraction over those checks (:meth:`_accelerate`); every later edit
+    restarts the velocity (a re-seed or re-balance also the measurement; the prune keeps
+    β). A fit that settles with a gap still uncut waits up to
+    :data:`PRUNE_WAIT` checks for the prune before ``stop_rule`` calls it converged.
 
     Parameters
     ----------
@@ -428,6 +584,10 @@ class SpectralMonitor:
     seed: int = 0
     pruned: int | None = None
     reseeds: int = 0
+    rebalanced: int | None = None
+    momentum: float | None = None
+    _waited: int = field(default=0, repr=False)
+    _polish: list = field(default_factory=list, repr=False)
     plateau: dict | None = None
     gap_seen: bool = False
     _analysis: _Analysis | None = field(default=None, repr=False)
@@ -473,6 +633,26 @@ class SpectralMonitor:
             )  # fmt: skip
         return an.escape[keep]
 
+    def _linear(self, check: Any, an: _Analysis, keep: int) -> float:
+        """``max_i |p_iᵀ R q_i| / σ_i`` over the top ``keep`` directions of ``X``.
+
+        ``p_iᵀ R q_i`` estimates ``σ_i − p_iᵀ Y q_i`` (``R = s·P_Ω(X − Y)`` is unbiased
+        for ``X − Y`` under uniform sampling): the relative error left along the
+        direction.
+        """
+        if keep == 0:
+            return 0.0
+        data = self.data
+        r = check.residual
+        if r.shape != data.y.shape:  # a dense masked residual
+            r = r[data.rows, data.cols]
+        if self._residual is None:
+            self._residual = _Residual(data)
+        mv, _ = self._residual.bind(r)
+        along = (an.P[:, :keep] * mv(an.Q[:, :keep])).sum(dim=0).abs()
+        sigma = torch.as_tensor(an.sigma[:keep]).to(along)
+        return float((along / sigma.clamp_min(_TINY)).max())
+
     def _escaping(self, check: Any, an: _Analysis, keep: int) -> bool:
         _, values, _, bulk = self._escape(check, an, keep)
         s1 = float(values[0]) if values.numel() else 0.0
@@ -488,6 +668,8 @@ class SpectralMonitor:
             # with every slot learned there is no capacity left for another direction
             if learned >= an.sigma.shape[0] or not self._escaping(check, an, learned):
                 self.plateau = None
+                if self._prune_first(an):
+                    return ""
                 return "converged"
             s1 = float(an.escape[learned][1][0])
             self.plateau = {
@@ -500,41 +682,110 @@ class SpectralMonitor:
             return "early_stopping"
         return ""
 
+    def _prune_first(self, an: _Analysis) -> bool:
+        """Whether a settled fit should go on to be pruned (at most :data:`PRUNE_WAIT` checks).
+
+        Settled with ε-level directions below a spectral gap, the fit sits on the
+        ``ε^L`` floor that the prune removes: the callback cuts them at this check or the
+        next (it needs two checks to see the kept values settled), and the polish goes on.
+        """
+        if not self.prune or self.pruned is not None:
+            return False
+        if an.ratio < self.min_gap or an.keep >= an.sigma.shape[0]:
+            return False
+        self._waited += 1
+        return self._waited <= PRUNE_WAIT
+
+    def _accelerate(self, check: Any) -> None:
+        """Heavy-ball steps: β from the contraction of two checks of plain steps.
+
+        Once re-balanced in the linear regime (compressed network) or pruned (every
+        network), the learned part is a well-posed low-rank problem whose loss is
+        locally quadratic. Gradient descent with step η contracts its slowest mode by
+        ``ρ = 1 − ημ`` per step; with the same step, heavy ball with
+        ``β = (1 − √(ημ))²`` contracts it by ``√β = 1 − √(ημ)`` (the critically damped
+        choice; Polyak 1964), e.g. about 3× fewer steps for ``ημ = 0.02``. ``ρ`` is
+        read off the residuals of the first two checks after the edit (a transient
+        of the faster modes makes it an under-estimate of the slowest, so β errs on the
+        small side); a residual that did not shrink leaves plain steps.
+        """
+        optimizer = check.optimizer
+        if self.momentum is not None or not hasattr(optimizer, "momentum"):
+            return
+        self._polish.append((check.iteration, float(check.row["residual"])))
+        if len(self._polish) < 2:
+            return
+        (i1, r1), (i2, r2) = self._polish[-2:]
+        rho = (r2 / r1) ** (1.0 / (i2 - i1)) if r1 > 0 and i2 > i1 else math.inf
+        beta = (1.0 - math.sqrt(1.0 - rho)) ** 2 if 0.0 < rho < 1.0 else 0.0
+        self.momentum = min(beta, MAX_MOMENTUM)
+        if self.momentum > 0:
+            optimizer.momentum = self.momentum
+            note = f"heavy-ball steps, momentum {self.momentum:.2f}"
+            check.row["event"] = (check.row["event"] + " " + note).strip()
+
     def callback(self, check: Any) -> bool:
         """Prune or re-seed ``check.params`` in place when the spectrum says so."""
-        if not self.prune or self.pruned is not None:
+        if not self.prune:
+            return False
+        if self.pruned is not None:
+            self._accelerate(check)  # the parameters are not edited
             return False
         an = self._analyse(check)
         keep, sig = an.keep, an.sigma
         nxt = float(sig[keep]) if keep < sig.shape[0] else 0.0
         previous, self._previous = self._previous, (sig.copy(), nxt)
         if an.ratio < self.min_gap or keep >= sig.shape[0] or previous is None:
+            if self.rebalanced == keep:  # learned part in the linear regime
+                self._accelerate(check)
             return False
         self.gap_seen = True
         prev_sig, prev_next = previous
         stable = bool(np.max(np.abs(sig[:keep] - prev_sig[:keep]) / sig[:keep]) <= STABLE)
-        if not stable:
-            return False
         level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
+        moving = _moving_factors(check.params, self.network.lr_ratios)
         with torch.no_grad():
-            if not self._escaping(check, an, keep):
+            if stable and not self._escaping(check, an, keep):
                 self.network.prune(check.params, keep)
+                rebalance_for_polish(check.params, keep, self.network.lr_ratios)
                 self.pruned = keep
                 note = f"pruned to rank {keep}"
             elif (
-                hasattr(self.network, "reseed")
+                stable
+                and hasattr(self.network, "reseed")
                 and self.reseeds < sig.shape[0]
                 and nxt <= min(level, GROWTH * prev_next)  # the spare slots learn nothing
             ):
                 self.reseeds += 1
                 left, values, right, _ = self._escape(check, an, keep)
                 self.network.reseed(check.params, keep, left, right)
+                self.rebalanced = None  # the re-seed balanced the kept part in the cores
                 note = (
                     f"re-seeded {sig.shape[0] - keep} direction(s) along the residual "
                     f"(its top singular value {float(values[0]):.3g} × σ₁)"
                 )
+            elif moving and self.rebalanced != keep and self._linear(check, an, keep) <= LINEAR:
+                U, V = check.params["factors"]
+                _copy_params(check.params, rebalance_compressed(U, V, check.params["cores"], keep))
+                self.rebalanced = keep
+                note = f"re-balanced the top {keep} direction(s)"
             else:
+                if self.rebalanced == keep:  # learned part in the linear regime
+                    self._accelerate(check)
                 return False
+        self._restart(check.optimizer, cut=self.pruned is not None)
         self._previous = None
         check.row["event"] = (check.row["event"] + " " + note).strip()
         return True
+
+    def _restart(self, optimizer: Any, cut: bool) -> None:
+        """After an edit: fresh velocity; β kept across the prune, else measured again."""
+        if not hasattr(optimizer, "momentum"):
+            return
+        if cut and self.momentum:
+            optimizer.momentum = self.momentum  # the velocity starts afresh
+            return
+        self._polish = []
+        self.momentum = None
+        if optimizer.momentum:
+            optimizer.momentum = 0.0

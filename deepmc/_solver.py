@@ -127,6 +127,13 @@ class GradientDescent:
     weight_decay : float, default=0.0
         λ.
 
+    Attributes
+    ----------
+    momentum : float
+        β of heavy-ball steps ``v ← βv + ∇ℓ``, ``W ← W − ηv`` (Polyak 1964); 0 (plain
+        steps) unless set, e.g. by a callback of :func:`gradient_descent` for the polish
+        after a prune. Setting it starts the velocity afresh.
+
     Examples
     --------
     >>> import torch
@@ -141,6 +148,18 @@ class GradientDescent:
         self.param_groups = [dict(g, params=list(g["params"])) for g in param_groups]
         self.weight_decay = float(weight_decay)
         self.state: dict = {}
+        self._momentum = 0.0
+
+    @property
+    def momentum(self) -> float:
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, beta: float) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"momentum: expected 0 <= beta < 1, got {beta!r}.")
+        self._momentum = float(beta)
+        self.state = {}
 
     def step(self) -> None:
         """One step with the ``.grad`` of every parameter (parameters without one are skipped)."""
@@ -158,7 +177,21 @@ class GradientDescent:
             grads = [p.grad for p in params]
             if wd != 0:
                 grads = torch._foreach_add(grads, params, alpha=wd)
+            if self._momentum:
+                grads = self._velocity(params, grads)
             torch._foreach_add_(params, grads, alpha=-group["lr"])
+
+    def _velocity(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list:
+        """``v ← βv + g`` per parameter (``v = g`` at its first step); returns the ``v``."""
+        velocity = []
+        for p, g in zip(params, grads, strict=True):
+            v = self.state.get(id(p))
+            if v is None:  # g may be a buffer that the next gradient overwrites: copy
+                v = self.state[id(p)] = g.detach().clone()
+            else:
+                v.mul_(self._momentum).add_(g)
+            velocity.append(v)
+        return velocity
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients."""
@@ -301,6 +334,9 @@ class Check:
         The history row just recorded (``loss``, ``residual``, ``change``, ...).
     since_best : int or None
         Checks since the best validation RMSE; ``None`` without a validation set.
+    optimizer : object or None
+        The live optimizer (a callback may set the ``momentum`` of
+        :class:`GradientDescent`); a back-off replaces it with a fresh one.
     """
 
     iteration: int
@@ -308,6 +344,7 @@ class Check:
     residual: torch.Tensor
     row: dict
     since_best: int | None
+    optimizer: Any = None
 
 
 @dataclass
@@ -495,7 +532,7 @@ def _check(cfg: _Config, state: _State, resid: torch.Tensor, interrupted: bool) 
         else:
             state.since_best += 1
     since_best = state.since_best if cfg.validation is not None else None
-    check = Check(state.it, cfg.params, resid, row, since_best)
+    check = Check(state.it, cfg.params, resid, row, since_best, state.optimizer)
     if interrupted:
         stop = "interrupted"
     else:

@@ -19,6 +19,8 @@ from deepmc._prune import (
     find_gap,
     prune_compressed,
     prune_layers,
+    rebalance_compressed,
+    rebalance_for_polish,
 )
 from deepmc._validation import check_observations
 from deepmc.datasets import make_problem
@@ -122,6 +124,240 @@ def test_prune_compressed_is_the_truncated_svd_and_stays_pruned_under_gd():
     _, sigma, _ = compressed_spectrum(U2, V2, cores2)
     assert float(sigma[keep - 1]) > 0.1
     assert float(sigma[keep:].max()) < 1e-15 * float(sigma[0])  # rank `keep`, to rounding
+
+
+def _random_compressed(k=6, depth=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(30, k, dtype=torch.float64, generator=g))[0]
+    V = torch.linalg.qr(torch.randn(25, k, dtype=torch.float64, generator=g))[0]
+    eye = torch.eye(k, dtype=torch.float64)
+    cores = [
+        0.5 * eye + 0.1 * torch.randn(k, k, generator=g, dtype=torch.float64)
+        for _ in range(depth)
+    ]
+    return U, V, cores
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_prune_compressed_rate_balance_moves_every_direction_at_the_top_rate(depth):
+    U, V, cores = _random_compressed(depth=depth)
+    k, keep = U.shape[1], 3
+    X = U @ chain_product(cores) @ V.T
+    u, s, vh = torch.linalg.svd(X)
+    U2, V2, cores2 = prune_compressed(U, V, cores, keep, balance="rate")
+    # the same end-to-end matrix as the "cores" balance: the rank-`keep` truncation
+    torch.testing.assert_close(
+        U2 @ chain_product(cores2) @ V2.T, (u[:, :keep] * s[:keep]) @ vh[:keep]
+    )
+    norms = torch.linalg.norm(U2, dim=0)
+    torch.testing.assert_close(norms, torch.linalg.norm(V2, dim=0))
+    # spare columns orthonormal, orthogonal to the kept ones; cores zero there
+    spare = U2[:, keep:]
+    torch.testing.assert_close(spare.T @ spare, torch.eye(k - keep, dtype=torch.float64))
+    torch.testing.assert_close(U2[:, :keep].T @ spare, torch.zeros(keep, k - keep).double())
+    for W in cores2:
+        assert torch.count_nonzero(W - torch.diag(torch.diagonal(W))) == 0
+        assert torch.count_nonzero(torch.diagonal(W)[keep:]) == 0
+    # a U step moves direction i of X at the rate (σ_i / u_i)²: the same for every i ...
+    rate = (s[:keep] / norms[:keep]) ** 2
+    torch.testing.assert_close(rate, torch.full_like(rate, float(rate[0])))
+    # ... and the top direction is balanced over the L + 2 matrices
+    top = float(s[0]) ** (1.0 / (depth + 2))
+    assert float(norms[0]) == pytest.approx(top, rel=1e-12)
+    assert float(cores2[0][0, 0]) == pytest.approx(top, rel=1e-12)
+    # the "cores" balance is the default and keeps the factors orthonormal
+    U3, _, _ = prune_compressed(U, V, cores, keep)
+    torch.testing.assert_close(U3.T @ U3, torch.eye(k, dtype=torch.float64))
+    with pytest.raises(ValueError, match="balance"):
+        prune_compressed(U, V, cores, keep, balance="factors")
+
+
+def test_rate_balance_stays_pruned_under_gd():
+    problem = make_problem(shape=(30, 25), rank=2, fraction=0.6, random_state=0)
+    data = prepare(
+        check_observations(problem.train), torch.device("cpu"), torch.float64,
+        scale=problem.target.singular_values()[0],
+    )  # fmt: skip
+    U, V, cores = _random_compressed()
+    keep = 2
+    U, V, cores = prune_compressed(U, V, cores, keep, balance="rate")
+    for _ in range(50):
+        _, gU, gV, gc = compressed_residual_and_grads(
+            data.pattern, data.y, data.sampling_scale, U, V, cores
+        )
+        U, V = U - 0.05 * gU, V - 0.05 * gV
+        cores = [W - 0.1 * gW for W, gW in zip(cores, gc)]
+    _, sigma, _ = compressed_spectrum(U, V, cores)
+    assert float(sigma[keep - 1]) > 0.1
+    assert float(sigma[keep:].max()) < 1e-15 * float(sigma[0])
+
+
+def test_rebalance_for_polish_only_touches_moving_factors():
+    U, V, cores = _random_compressed()
+    U, V, cores = prune_compressed(U, V, cores, 3)
+    X = U @ chain_product(cores) @ V.T
+    frozen = {"factors": [U.clone(), V.clone()], "cores": [W.clone() for W in cores]}
+    assert not rebalance_for_polish(frozen, 3, {"cores": 1.0, "factors": 0.0})
+    torch.testing.assert_close(frozen["factors"][0], U, rtol=0, atol=0)
+    layers = {"layers": [W.clone() for W in cores]}
+    assert not rebalance_for_polish(layers, 3, {"layers": 1.0})
+    moving = {"factors": [U.clone(), V.clone()], "cores": [W.clone() for W in cores]}
+    assert rebalance_for_polish(moving, 3, {"cores": 1.0, "factors": 0.6})
+    U2, V2 = moving["factors"]
+    torch.testing.assert_close(U2 @ chain_product(moving["cores"]) @ V2.T, X)
+    expected = prune_compressed(U, V, cores, 3, balance="rate")[0]
+    torch.testing.assert_close(U2, expected)
+
+
+def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
+    """The plain polish after the prune: 4× fewer steps than with orthonormal factors.
+
+    σ = (1, 0.3) at 50 % of 60 × 50: with the "cores" balance a factor step corrects the
+    second direction at (0.3)² of the rate of the first.
+    """
+    import deepmc._prune as prune_module
+
+    problem = make_problem(
+        shape=(60, 50), rank=2, fraction=0.5, spectrum=[1.0, 0.3], random_state=0
+    )
+    monkeypatch.setattr(prune_module, "MAX_MOMENTUM", 0.0)  # the balance alone
+
+    def polish_steps():
+        est = _strict_fit(
+            CompressedDeepMatrixCompletion(rank=2, random_state=0, tol=1e-10, max_iter=4000),
+            problem.train, eval_set=problem.eval_set(),
+        )  # fmt: skip
+        h = est.history_
+        pruned = int(h.loc[h["event"].str.contains("pruned"), "iteration"].iloc[0])
+        reached = int(h.loc[h["eval_error"] <= 1e-6, "iteration"].iloc[0])
+        assert est.U_.shape == (60, 4)
+        return reached - pruned, est
+
+    rate, est = polish_steps()
+    norms = np.linalg.norm(est.U_[:, :2], axis=0)
+    assert norms[1] < 0.5 * norms[0]  # the factors carry the spectrum to the end
+    monkeypatch.setattr(prune_module, "rebalance_for_polish", lambda *args: False)
+    cores, _ = polish_steps()
+    assert rate <= 200 and cores >= 4 * rate, (rate, cores)
+
+
+def test_rebalance_compressed_keeps_x_and_the_spare_slots():
+    U, V, cores = _random_compressed()
+    k, keep, depth = U.shape[1], 3, len(cores)
+    X = U @ chain_product(cores) @ V.T
+    s = torch.linalg.svdvals(X)[:k]
+    U2, V2, cores2 = rebalance_compressed(U, V, cores, keep)
+    torch.testing.assert_close(U2 @ chain_product(cores2) @ V2.T, X)  # nothing cut
+    norms = torch.linalg.norm(U2, dim=0)
+    rate = (s[:keep] / norms[:keep]) ** 2
+    torch.testing.assert_close(rate, torch.full_like(rate, float(rate[0])))
+    # past `keep`: orthonormal factor columns, balanced cores σ^{1/L}, as at initialisation
+    torch.testing.assert_close(norms[keep:], torch.ones(k - keep, dtype=torch.float64))
+    torch.testing.assert_close(torch.diagonal(cores2[0])[keep:], s[keep:] ** (1.0 / depth))
+    # the cut of prune_compressed(balance="rate") is this re-balance with the rest at zero
+    U3, _, cores3 = prune_compressed(U, V, cores, keep, balance="rate")
+    torch.testing.assert_close(U3, U2)
+    torch.testing.assert_close(torch.diagonal(cores3[0])[:keep], torch.diagonal(cores2[0])[:keep])
+
+
+def _steps_to(est, target):
+    h = est.history_
+    return int(h.loc[h["eval_error"] <= target, "iteration"].iloc[0])
+
+
+def test_early_rebalance_happens_in_the_linear_regime_and_saves_steps(monkeypatch):
+    """On problem A the learned directions are re-balanced before the prune, not after."""
+    import deepmc._prune as prune_module
+
+    problem = make_problem("A", random_state=0)
+
+    def fit():
+        est = CompressedDeepMatrixCompletion(
+            rank=5, random_state=0, tol=0.0, max_iter=500, device="cpu"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return est.fit(problem.train, eval_set=problem.eval_set())
+
+    est = fit()
+    events = [e for e in est.history_["event"] if e and "max_iter" not in e]
+    assert events[0] == "re-balanced the top 5 direction(s)"
+    assert "pruned to rank 5" in events[1:]
+    early = _steps_to(est, 1e-4)
+    monkeypatch.setattr(prune_module, "LINEAR", -1.0)  # never in the linear regime
+    late = fit()
+    assert not any("re-balanced" in e for e in late.history_["event"])
+    assert early <= 400 and _steps_to(late, 1e-4) >= early + 50
+
+
+def test_default_fit_on_problem_a_seeds_never_backs_off():
+    """The re-balances are safe: no divergence, and 1e-4 well within the old step counts."""
+    steps = []
+    for seed in range(8):
+        problem = make_problem("A", random_state=seed)
+        est = CompressedDeepMatrixCompletion(
+            rank=5, random_state=0, tol=0.0, max_iter=900, device="cpu"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(problem.train, eval_set=problem.eval_set())
+        events = " ".join(est.history_["event"])
+        assert "diverged" not in events and "pruned to rank 5" in events, (seed, events)
+        assert est.history_["eval_error"].min() <= 1e-4, (seed, est.history_["eval_error"].min())
+        steps.append(_steps_to(est, 1e-4))
+    # before the rate balance: 825 875 1400 1025 700 1350 875 925 (mean 997)
+    assert np.mean(steps) <= 550, steps
+
+
+@pytest.mark.parametrize(
+    "Est, kw", [(CompressedDeepMatrixCompletion, {"rank": 5}), (DeepMatrixCompletion, {})]
+)
+def test_polish_momentum_comes_from_the_measured_contraction(Est, kw):
+    """Two checks after the edit, β = (1 − √(1 − ρ))² from the residuals' contraction ρ."""
+    problem = make_problem("A", random_state=0)
+    est = Est(random_state=0, tol=0.0, max_iter=600, device="cpu", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(problem.train, eval_set=problem.eval_set())
+    h = est.history_.reset_index(drop=True)
+    at = int(h.index[h["event"].str.startswith("heavy-ball steps, momentum ")][0])
+    # two checks after the re-balance (compressed) or the prune (full width)
+    edit = "re-balanced" if Est is CompressedDeepMatrixCompletion else "pruned"
+    assert h["event"].iloc[at - 2].startswith(edit)
+    row = h.iloc[at]
+    beta = float(row["event"].split()[-1])
+    first, second = h.iloc[at - 1], row
+    rho = (second["residual"] / first["residual"]) ** (
+        1.0 / (second["iteration"] - first["iteration"])
+    )
+    assert beta == pytest.approx((1 - np.sqrt(1 - rho)) ** 2, abs=5e-3)
+    assert 0.3 < beta < 0.9
+    assert not any("diverged" in e for e in h["event"])
+    # the polish went on to the exact solution
+    assert problem.recovery_error(est) < 1e-10
+
+
+def test_heavy_ball_starts_in_the_linear_regime_and_is_measured_again_after_edits():
+    """Problem A, seed 2: four directions re-balanced early, the fifth learned later.
+
+    Heavy-ball steps start two checks after the first re-balance (before any prune),
+    the second re-balance returns to plain steps and measures β again, and the prune
+    keeps it.
+    """
+    problem = make_problem("A", random_state=2)
+    est = CompressedDeepMatrixCompletion(
+        rank=5, random_state=0, tol=0.0, max_iter=400, device="cpu"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(problem.train, eval_set=problem.eval_set())
+    events = [e for e in est.history_["event"] if e and "max_iter" not in e]
+    kinds = [e.split(" the top")[0].split(" to rank")[0].split(",")[0] for e in events]
+    assert kinds == [
+        "re-balanced", "heavy-ball steps", "re-balanced", "heavy-ball steps", "pruned"
+    ], events  # fmt: skip
+    assert not any("diverged" in e for e in est.history_["event"])
+    assert _steps_to(est, 1e-4) <= 350  # 625 with heavy ball after the prune only
 
 
 def test_compressed_tracks_full_width_after_pruning():

@@ -20,6 +20,7 @@ from deepmc._solver import (
     MAX_BACKOFFS,
     Check,
     DivergenceError,
+    GradientDescent,
     Interrupt,
     StopRule,
     check_scalars,
@@ -261,3 +262,33 @@ def test_default_stop_rule():
     assert rule(check) == "converged"
     check.row["change"], check.since_best = 1.0, None
     assert rule(check) == ""
+
+
+def test_gradient_descent_momentum_is_heavy_ball_like_sgd():
+    """``momentum = β`` gives torch's SGD(momentum=β) steps; 0 is the plain step."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    H = A @ A.T / 6 + torch.eye(6, dtype=torch.float64)
+
+    def run(make, steps=20):
+        W = torch.ones(6, dtype=torch.float64, requires_grad=False)
+        opt = make([W])
+        for _ in range(steps):
+            W.grad = H @ W  # gradient of Wᵀ H W / 2
+            opt.step()
+        return W
+
+    for beta in (0.0, 0.7):
+        def ours(ps, beta=beta):
+            opt = GradientDescent([{"params": ps, "lr": 0.1}])
+            opt.momentum = beta
+            return opt
+
+        def theirs(ps, beta=beta):
+            return torch.optim.SGD(ps, lr=0.1, momentum=beta)
+
+        torch.testing.assert_close(run(ours), run(theirs))
+    opt = GradientDescent([{"params": [torch.ones(2)], "lr": 0.1}])
+    assert opt.momentum == 0.0
+    with pytest.raises(ValueError, match="momentum"):
+        opt.momentum = 1.0

@@ -138,7 +138,9 @@ class DeepMatrixCompletion(_BaseDeepMC):
         complement, which the law of parsimony shows to be ``ρ(t)·`` an orthogonal
         map with ``ρ → 0`` as ε → 0, is set to its limit 0). Gradient descent then
         polishes the exact low-rank solution: the cut directions stay zero, so the
-        ε^L error floor is gone. The rank is never given: the gap finds it. The prune
+        ε^L error floor is gone; two checks after the prune it takes heavy-ball steps
+        with β set from the contraction those checks measured (``"heavy-ball steps,
+        momentum β"``). The rank is never given: the gap finds it. The prune
         is recorded as ``"pruned to rank k"`` in ``history_["event"]``; with
         ``optimizer`` other than ``"gd"`` nothing is pruned. ``"gd"``: plain
         constant-step gradient descent from the ε-orthogonal initialisation, the
