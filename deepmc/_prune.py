@@ -425,33 +425,34 @@ def _copy_params(
 
 
 class _Residual:
-    """``R = s·P_Ω(r)`` for a residual vector ``r`` on Ω, as CSR products with ``R``, ``Rᵀ``."""
+    """``R = s·P_Ω(r)`` for a residual vector ``r`` on Ω, as products with ``R``, ``Rᵀ``.
+
+    A small matrix (``m·n`` ≤ ``SMALL_ELEMENTS``, where the kernels work densely too) is
+    held dense and multiplied by BLAS; a larger one as CSR matrices of ``R`` and ``Rᵀ``.
+    """
 
     def __init__(self, data: TrainingData) -> None:
         m, n = data.shape
         self.data = data
-        order = torch.argsort(data.cols * m + data.rows)
-        self.order = order
-        self.crow_t = torch._convert_indices_from_coo_to_csr(data.cols[order], n)
-        self.col_t = data.rows[order]
+        self.small = m * n <= SMALL_ELEMENTS
+        if not self.small:
+            order = torch.argsort(data.cols * m + data.rows)
+            self.order = order
+            self.crow_t = torch._convert_indices_from_coo_to_csr(data.cols[order], n)
+            self.col_t = data.rows[order]
 
-    def bind(self, r: torch.Tensor) -> tuple[Any, Any]:
+    def bind(self, r: torch.Tensor) -> tuple[Any, Any, torch.Tensor | None]:
+        """``(x ↦ R x, y ↦ Rᵀ y, R dense or None)``."""
         data = self.data
         m, n = data.shape
         vals = r * data.sampling_scale
+        if self.small:
+            D = torch.zeros((m, n), dtype=r.dtype, device=r.device)
+            D[data.rows, data.cols] = vals
+            return (lambda x: D @ x), (lambda y: D.T @ y), D
         R = _csr(data.pattern.crow, data.pattern.col, vals, (m, n))
         Rt = _csr(self.crow_t, self.col_t, vals[self.order], (n, m))
-        return (lambda x: R @ x), (lambda y: Rt @ y)
-
-    def dense(self, r: torch.Tensor) -> torch.Tensor | None:
-        """``R`` as a dense ``m × n`` matrix when ``m·n`` ≤ ``SMALL_ELEMENTS``, else ``None``."""
-        data = self.data
-        m, n = data.shape
-        if m * n > SMALL_ELEMENTS:
-            return None
-        R = torch.zeros((m, n), dtype=r.dtype, device=r.device)
-        R[data.rows, data.cols] = r * data.sampling_scale
-        return R
+        return (lambda x: R @ x), (lambda y: Rt @ y), None
 
 
 def escaping_direction(
@@ -646,11 +647,10 @@ class SpectralMonitor:
                 r = r - kernels.sampled(cut_left, an.Q[:, keep:])
             if self._residual is None:
                 self._residual = _Residual(data)
-            mv, rmv = self._residual.bind(r)
+            mv, rmv, dense = self._residual.bind(r)
             fro2 = float(r.square().sum()) * data.sampling_scale**2
             gen = torch.Generator().manual_seed(self.seed)
             spare = max(1, an.sigma.shape[0] - keep)
-            dense = self._residual.dense(r)
             an.escape[keep] = escaping_direction(
                 mv, rmv, fro2, an.P[:, :keep], an.Q[:, :keep], data.shape,
                 n_vectors=spare, generator=gen, dense=dense,
@@ -672,7 +672,7 @@ class SpectralMonitor:
             r = r[data.rows, data.cols]
         if self._residual is None:
             self._residual = _Residual(data)
-        mv, _ = self._residual.bind(r)
+        mv, _, _ = self._residual.bind(r)
         along = (an.P[:, :keep] * mv(an.Q[:, :keep])).sum(dim=0).abs()
         sigma = torch.as_tensor(an.sigma[:keep]).to(along)
         return float((along / sigma.clamp_min(_TINY)).max())

@@ -549,3 +549,27 @@ def test_escaping_direction_dense_gram_iteration_matches_the_products(keep):
     torch.testing.assert_close(b2.abs(), b1.abs(), rtol=0.0, atol=1e-8)
     N = R - P @ (P.T @ R) - (R @ Q) @ Q.T + P @ (P.T @ R @ Q) @ Q.T
     torch.testing.assert_close(a2.T @ (-N) @ b2, torch.diag(v2), rtol=0.0, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (150, 120)])
+def test_residual_products_dense_when_small_csr_when_large(shape):
+    """``R x`` and ``Rᵀ y`` of ``R = s·P_Ω(r)``: dense below the kernels' threshold, CSR above."""
+    from deepmc._kernels import SMALL_ELEMENTS
+    from deepmc._prune import _Residual
+    from deepmc._validation import Observations
+
+    m, n = shape
+    rng = np.random.default_rng(0)
+    rows, cols = np.nonzero(rng.random(shape) < 0.3)
+    obs = Observations(rows, cols, rng.standard_normal(rows.size), shape)
+    data = prepare(obs, torch.device("cpu"), torch.float64, scale=1.0)
+    r = torch.as_tensor(rng.standard_normal(rows.size))
+    R = np.zeros(shape)
+    R[rows, cols] = r.numpy() * data.sampling_scale
+    mv, rmv, dense = _Residual(data).bind(r)
+    assert (dense is not None) == (m * n <= SMALL_ELEMENTS)
+    if dense is not None:
+        np.testing.assert_array_equal(dense.numpy(), R)
+    x, y = rng.standard_normal((n, 3)), rng.standard_normal((m, 3))
+    np.testing.assert_allclose(mv(torch.as_tensor(x)).numpy(), R @ x, atol=1e-12)
+    np.testing.assert_allclose(rmv(torch.as_tensor(y)).numpy(), R.T @ y, atol=1e-12)
