@@ -52,3 +52,58 @@ def test_split_validation_refuses_an_empty_side(fraction):
         split_validation(_obs(), fraction, np.random.RandomState(0))
     with pytest.raises(ValueError, match="validation ratings"):
         validation_mask(6, fraction, np.random.RandomState(0), noun="ratings")
+
+
+def _sparse_low_rank(m: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, 3)) @ rng.standard_normal((3, n))
+    r, c = np.nonzero(rng.random((m, n)) < 0.3)
+    return r, c, X[r, c] + 1e-3 * rng.standard_normal(r.size)
+
+
+def test_top_singular_is_an_exact_svd_on_a_small_matrix(monkeypatch):
+    """Below the kernels' dense threshold: one dense SVD, no power iterations."""
+    import deepmc.init as init_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a small matrix went to the randomized SVD")
+
+    monkeypatch.setattr(init_module, "randomized_svd", refuse)
+    m, n = 60, 40
+    r, c, v = _sparse_low_rank(m, n)
+    gen = torch.Generator().manual_seed(3)
+    u, s, vv = init_module.top_singular(r, c, v, (m, n), 5, generator=gen)
+    dense = np.zeros((m, n))
+    dense[r, c] = v
+    np.testing.assert_allclose(s, np.linalg.svd(dense, compute_uv=False)[:5], rtol=1e-12)
+    np.testing.assert_allclose(u.T @ dense @ vv, np.diag(s), atol=1e-12)
+    top = np.abs(u).argmax(axis=0)
+    assert np.all(u[top, np.arange(5)] > 0)  # randomized_svd's sign convention
+    # one seed drawn, as on the randomized path: later draws do not depend on the path
+    ref = torch.Generator().manual_seed(3)
+    torch.randint(0, 2**31 - 1, (1,), generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())
+
+
+def test_top_singular_is_randomized_on_a_large_matrix(monkeypatch):
+    """Above the threshold: the randomized SVD, which agrees with the exact one here."""
+    import deepmc.init as init_module
+    from deepmc._kernels import SMALL_ELEMENTS
+
+    calls = []
+    real = init_module.randomized_svd
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(init_module, "randomized_svd", counted)
+    m, n = 150, 120
+    assert m * n > SMALL_ELEMENTS
+    r, c, v = _sparse_low_rank(m, n)
+    u, s, vv = init_module.top_singular(r, c, v, (m, n), 3, generator=torch.Generator())
+    assert calls == [1]
+    dense = np.zeros((m, n))
+    dense[r, c] = v
+    np.testing.assert_allclose(s, np.linalg.svd(dense, compute_uv=False)[:3], rtol=1e-8)
+    np.testing.assert_allclose(u.T @ dense @ vv, np.diag(s), atol=1e-8 * s[0])

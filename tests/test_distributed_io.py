@@ -100,9 +100,9 @@ def test_tsqr_in_one_process_is_a_thin_qr():
     np.testing.assert_allclose(Q.T @ Q, np.eye(4), atol=1e-13)
 
 
-@pytest.mark.parametrize("shape", [(60, 40), (40, 60)])
-def test_sharded_svd_equals_the_single_process_randomized_svd(shape):
-    """Same seed, same start, same power iterations: the triplets agree to rounding."""
+@pytest.mark.parametrize("shape", [(60, 40), (40, 60), (150, 120), (120, 150)])
+def test_sharded_svd_equals_the_single_process_svd(shape):
+    """Small: both exact (dense); large: same seed, start and power iterations."""
     m, n = shape
     r, c, v = _triplets(m, n, 0.3, seed=1)
     gen = torch.Generator().manual_seed(5)

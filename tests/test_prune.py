@@ -16,6 +16,7 @@ from deepmc._kernels import chain_product
 from deepmc._prune import (
     chain_spectrum,
     compressed_spectrum,
+    escaping_direction,
     find_gap,
     prune_compressed,
     prune_layers,
@@ -520,3 +521,55 @@ def test_solver_gd_is_plain_gradient_descent(Est, kw):
     for a, b in zip(fitted, by_hand, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15 * np.abs(b).max())
     assert one.init_scale_ == pytest.approx(1e-3)  # tol^{1/L} rule, clipped: unchanged
+
+
+@pytest.mark.parametrize("keep", [0, 3])
+def test_escaping_direction_dense_gram_iteration_matches_the_products(keep):
+    """With ``R`` dense (small problems) the iteration on ``NᵀN`` gives the same triplets."""
+    rng = np.random.default_rng(0)
+    m, n = 50, 40
+    R = rng.standard_normal((m, 6)) @ np.diag([5.0, 4, 3, 2, 1.5, 1.2])
+    R = R @ rng.standard_normal((6, n))
+    R = torch.as_tensor(R * (rng.random((m, n)) < 0.5) + 0.01 * rng.standard_normal((m, n)))
+    P = torch.linalg.qr(torch.as_tensor(rng.standard_normal((m, keep))))[0]
+    Q = torch.linalg.qr(torch.as_tensor(rng.standard_normal((n, keep))))[0]
+    fro2 = float(R.square().sum())
+
+    def run(dense):
+        gen = torch.Generator().manual_seed(1)
+        return escaping_direction(
+            lambda x: R @ x, lambda y: R.T @ y, fro2, P, Q, (m, n), generator=gen, dense=dense
+        )
+
+    (a1, v1, b1, bulk1), (a2, v2, b2, bulk2) = run(None), run(R)
+    torch.testing.assert_close(v2, v1, rtol=1e-10, atol=0.0)
+    assert bulk2 == bulk1
+    # the same directions (up to sign) and -N b = a diag(values) in both
+    torch.testing.assert_close(a2.abs(), a1.abs(), rtol=0.0, atol=1e-8)
+    torch.testing.assert_close(b2.abs(), b1.abs(), rtol=0.0, atol=1e-8)
+    N = R - P @ (P.T @ R) - (R @ Q) @ Q.T + P @ (P.T @ R @ Q) @ Q.T
+    torch.testing.assert_close(a2.T @ (-N) @ b2, torch.diag(v2), rtol=0.0, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (150, 120)])
+def test_residual_products_dense_when_small_csr_when_large(shape):
+    """``R x`` and ``Rᵀ y`` of ``R = s·P_Ω(r)``: dense below the kernels' threshold, CSR above."""
+    from deepmc._kernels import SMALL_ELEMENTS
+    from deepmc._prune import _Residual
+    from deepmc._validation import Observations
+
+    m, n = shape
+    rng = np.random.default_rng(0)
+    rows, cols = np.nonzero(rng.random(shape) < 0.3)
+    obs = Observations(rows, cols, rng.standard_normal(rows.size), shape)
+    data = prepare(obs, torch.device("cpu"), torch.float64, scale=1.0)
+    r = torch.as_tensor(rng.standard_normal(rows.size))
+    R = np.zeros(shape)
+    R[rows, cols] = r.numpy() * data.sampling_scale
+    mv, rmv, dense = _Residual(data).bind(r)
+    assert (dense is not None) == (m * n <= SMALL_ELEMENTS)
+    if dense is not None:
+        np.testing.assert_array_equal(dense.numpy(), R)
+    x, y = rng.standard_normal((n, 3)), rng.standard_normal((m, 3))
+    np.testing.assert_allclose(mv(torch.as_tensor(x)).numpy(), R @ x, atol=1e-12)
+    np.testing.assert_allclose(rmv(torch.as_tensor(y)).numpy(), R.T @ y, atol=1e-12)

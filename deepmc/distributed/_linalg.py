@@ -14,7 +14,9 @@ blocks ``M_p`` of ``M = [M_1; …; M_P]``:
 Its starting matrix is drawn from the same seed as ``randomized_svd``'s, and the subspace
 it returns does not depend on how the power iterates are normalised, so it agrees with
 :func:`deepmc.init.top_singular` in every world size up to rounding errors — which makes a
-distributed fit start where the single-process fit of the same seed starts.
+distributed fit start where the single-process fit of the same seed starts. A small
+matrix (``m·n`` ≤ :data:`deepmc._kernels.SMALL_ELEMENTS`) is gathered on every rank and
+factored exactly, as :func:`deepmc.init.top_singular` does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import torch
 
+from .._kernels import SMALL_ELEMENTS
+from ..init import dense_top_singular
 from ._comm import Comm
 
 __all__ = ["sharded_top_singular", "tsqr"]
@@ -131,6 +135,12 @@ def sharded_top_singular(
         The right singular vectors (on every rank).
     """
     m, n = shape
+    if m * n <= SMALL_ELEMENTS:  # gathered and factored exactly, as top_singular does
+        block = torch.from_numpy(local.toarray().astype(np.float64))
+        full = torch.cat(comm.gather_rows(block), dim=0)
+        u_t, s_t, v_t = dense_top_singular(full, k)
+        u_local = u_t[row_offset : row_offset + local.shape[0]]
+        return u_local.numpy(), s_t.numpy(), v_t.numpy()
     n_random = k + n_oversamples
     rng = np.random.RandomState(seed)
     M = local.astype(np.float64)
