@@ -341,29 +341,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 stacklevel=4,
             )
         elif result.stop == "max_iter":
-            plateau = monitor.plateau
-            if plateau is not None:
-                what = (
-                    f"the fitted values settled (relative change ≤ tol={self.tol:g} at "
-                    f"iteration {plateau['iteration']}) but the residual still has a "
-                    f"direction with singular value {plateau['value'] * self.scale_:.3g} "
-                    f"({plateau['ratio']:.2g} × the smallest of the {plateau['keep']} "
-                    "learned ones) outside them: the fit may be on a plateau between "
-                    "learning directions. Increase max_iter or init_scale."
-                )
-            else:
-                what = (
-                    f"the fitted values did not settle (relative change {last['change']:.3g} "
-                    f"per {self.check_every} steps > tol={self.tol:g}; training residual "
-                    f"{last['residual']:.3g})"
-                )
-                if self._prunes() and monitor.pruned is None:
-                    what += (
-                        "; no spectral gap was found to prune at"
-                        if not monitor.gap_seen
-                        else "; a spectral gap was seen but not pruned at"
-                    )
-                what += ". Increase max_iter or tol."
+            what = monitor.unconverged(last, self.check_every, self.scale_)
             warnings.warn(
                 f"{type(self).__name__} reached max_iter={self.max_iter} before converging: "
                 f"{what}",

@@ -50,9 +50,11 @@ from ._kernels import SMALL_ELEMENTS, _csr, chain_product
 
 __all__ = [
     "LINEAR",
+    "LOCAL",
     "MIN_GAP",
     "OUTLIER",
     "RESOLUTION",
+    "LocalRows",
     "SpectralMonitor",
     "chain_spectrum",
     "compressed_spectrum",
@@ -88,6 +90,41 @@ MAX_MOMENTUM = 0.9
 #: Checks a settled fit with a spectral gap waits for the prune before it may stop.
 PRUNE_WAIT = 2
 _TINY = float(np.finfo(float).tiny)
+
+
+class LocalRows:
+    """The rows of every tall matrix (``m × b``) held by this one process.
+
+    The spectral analysis works on tall matrices — the left factor ``U``, the residual's
+    left singular vectors — through four operations, which a row-sharded fit replaces
+    (:class:`deepmc.distributed.ShardedRows`, the rows split over ranks) while
+    everything else stays the same code:
+
+    * :meth:`sum_` — sum a small result over the holders of the rows (here: itself);
+    * :meth:`qr`, :meth:`svd` — thin QR and SVD of a tall matrix, returning this
+      holder's rows of the left factor and the (replicated) small factors;
+    * :meth:`n_rows` — the total row count from this holder's.
+    """
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the holders of the rows, in place; returns it."""
+        return t
+
+    def qr(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Thin QR ``Y = Q R``."""
+        return torch.linalg.qr(Y)
+
+    def svd(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD ``Y = A diag(σ) Bᴴ``."""
+        return torch.linalg.svd(Y, full_matrices=False)
+
+    def n_rows(self, m: int) -> int:
+        """The number of rows of a matrix of which this holder has ``m``."""
+        return m
+
+
+#: The single-process :class:`LocalRows`.
+LOCAL = LocalRows()
 
 
 def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, float]:
@@ -131,12 +168,17 @@ def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, flo
 
 
 def compressed_spectrum(
-    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor]
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: Sequence[torch.Tensor],
+    *,
+    rows: LocalRows = LOCAL,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD ``X = P diag(σ) Qᵀ`` of ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` without forming ``X``.
 
     With ``U = Q_U R_U`` and ``V = Q_V R_V`` (QR), ``X = Q_U (R_U C R_Vᵀ) Q_Vᵀ``: a
-    ``k × k`` SVD. Cost O((m + n)·k²).
+    ``k × k`` SVD. Cost O((m + n)·k²). With ``rows`` splitting ``U`` over ranks, ``P``
+    has this rank's rows (the QR of ``U`` is ``rows.qr``).
 
     Returns
     -------
@@ -144,19 +186,21 @@ def compressed_spectrum(
     sigma : Tensor of shape (k,)
     Q : Tensor of shape (n, k)
     """
-    qu, ru = torch.linalg.qr(U)
+    qu, ru = rows.qr(U)
     qv, rv = torch.linalg.qr(V)
     a, sigma, bh = torch.linalg.svd(ru @ chain_product(cores) @ rv.T)
     return qu @ a, sigma, qv @ bh.T
 
 
 def chain_spectrum(
-    layers: Sequence[torch.Tensor],
+    layers: Sequence[torch.Tensor], *, rows: LocalRows = LOCAL
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD of ``X = W_L ⋯ W_1`` (``W_1`` is ``w × n``, ``W_L`` is ``m × w``).
 
     A narrow network (``w < min(m, n)``) goes through QR of ``W_L`` and ``W_1ᵀ`` and a
-    ``w × w`` SVD; a full-width one takes the SVD of the ``m × n`` product.
+    ``w × w`` SVD; a full-width one takes the SVD of the ``m × n`` product. With
+    ``rows`` splitting ``W_L`` over ranks (a narrow network only), ``P`` has this rank's
+    rows.
 
     Returns
     -------
@@ -166,11 +210,11 @@ def chain_spectrum(
         With ``k = min(m, n, w)``.
     """
     first, last = layers[0], layers[-1]
-    m, n, w = last.shape[0], first.shape[1], first.shape[0]
+    m, n, w = rows.n_rows(last.shape[0]), first.shape[1], first.shape[0]
     if w >= min(m, n):
         a, sigma, bh = torch.linalg.svd(chain_product(layers), full_matrices=False)
         return a, sigma, bh.T
-    ql, rl = torch.linalg.qr(last)
+    ql, rl = rows.qr(last)
     qf, rf = torch.linalg.qr(first.T)
     middle = rl
     for W in reversed(layers[1:-1]):
@@ -193,6 +237,7 @@ def prune_compressed(
     keep: int,
     *,
     balance: str = "cores",
+    rows: LocalRows = LOCAL,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Cut ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` to its top ``keep`` directions, balanced.
 
@@ -231,6 +276,8 @@ def prune_compressed(
     keep : int
         Directions kept, ``0 ≤ keep ≤ k``.
     balance : {"cores", "rate"}, default="cores"
+    rows : LocalRows, default=LOCAL
+        How the rows of ``U`` are held (split over ranks in a distributed fit).
 
     Returns
     -------
@@ -244,7 +291,7 @@ def prune_compressed(
     """
     if balance not in ("cores", "rate"):
         raise ValueError(f"balance: expected 'cores' or 'rate', got {balance!r}.")
-    P, sigma, Q = compressed_spectrum(U, V, cores)
+    P, sigma, Q = compressed_spectrum(U, V, cores, rows=rows)
     depth = len(cores)
     if balance == "cores":
         d = torch.diag(_balanced(sigma, keep, depth))
@@ -274,7 +321,12 @@ def _rate_scales(sigma: torch.Tensor, keep: int, depth: int) -> tuple[torch.Tens
 
 
 def rebalance_compressed(
-    U: torch.Tensor, V: torch.Tensor, cores: Sequence[torch.Tensor], keep: int
+    U: torch.Tensor,
+    V: torch.Tensor,
+    cores: Sequence[torch.Tensor],
+    keep: int,
+    *,
+    rows: LocalRows = LOCAL,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """The same ``X``, with the ``"rate"`` balance on its top ``keep`` directions, nothing cut.
 
@@ -285,7 +337,7 @@ def rebalance_compressed(
 
     Parameters
     ----------
-    U, V, cores, keep
+    U, V, cores, keep, rows
         As in :func:`prune_compressed`.
 
     Returns
@@ -293,13 +345,15 @@ def rebalance_compressed(
     U, V, cores
         New tensors with ``U · W̃_L ⋯ W̃_1 · Vᵀ`` equal to the input's.
     """
-    P, sigma, Q = compressed_spectrum(U, V, cores)
+    P, sigma, Q = compressed_spectrum(U, V, cores, rows=rows)
     u, w = _rate_scales(sigma, keep, len(cores))
     d = torch.diag(w)
     return P * u, Q * u, [d.clone() for _ in cores]
 
 
-def prune_layers(layers: Sequence[torch.Tensor], keep: int) -> list[torch.Tensor]:
+def prune_layers(
+    layers: Sequence[torch.Tensor], keep: int, *, rows: LocalRows = LOCAL
+) -> list[torch.Tensor]:
     """Cut ``X = W_L ⋯ W_1`` (full width or narrow) to its top ``keep`` directions, balanced.
 
     With ``X ≈ P diag(σ) Qᵀ`` truncated to ``keep`` directions, the hidden frames are the
@@ -319,13 +373,15 @@ def prune_layers(layers: Sequence[torch.Tensor], keep: int) -> list[torch.Tensor
     layers : sequence of Tensor
         ``[W_1 (w × n), W_2 (w × w), …, W_L (m × w)]``.
     keep : int
+    rows : LocalRows, default=LOCAL
+        How the rows of ``W_L`` are held (split over ranks in a distributed fit).
 
     Returns
     -------
     list of Tensor
         New layers of the same shapes.
     """
-    P, sigma, Q = chain_spectrum(layers)
+    P, sigma, Q = chain_spectrum(layers, rows=rows)
     keep = min(keep, sigma.shape[0])
     d = _balanced(sigma, keep, len(layers))[:keep]
     frames = [Q[:, :keep]]
@@ -343,6 +399,8 @@ def reseed_compressed(
     left: torch.Tensor,
     right: torch.Tensor,
     scale: float,
+    *,
+    rows: LocalRows = LOCAL,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Keep the top ``keep`` directions balanced; re-initialise the other slots at ``scale``.
 
@@ -361,13 +419,15 @@ def reseed_compressed(
     right : Tensor of shape (n, k - keep)
     scale : float
         ε of the new slots.
+    rows : LocalRows, default=LOCAL
+        How the rows of ``U`` and ``left`` are held.
 
     Returns
     -------
     U, V, cores
         New tensors.
     """
-    P, sigma, Q = compressed_spectrum(U, V, cores)
+    P, sigma, Q = compressed_spectrum(U, V, cores, rows=rows)
     d = _balanced(sigma, keep, len(cores))
     d[keep:] = scale
     U_new = torch.cat([P[:, :keep], left], dim=1)
@@ -376,7 +436,11 @@ def reseed_compressed(
 
 
 def rebalance_for_polish(
-    params: dict[str, list[torch.Tensor]], keep: int, lr_ratios: Any
+    params: dict[str, list[torch.Tensor]],
+    keep: int,
+    lr_ratios: Any,
+    *,
+    rows: LocalRows = LOCAL,
 ) -> bool:
     """Give a pruned compressed network whose factors move the ``"rate"`` balance, in place.
 
@@ -395,6 +459,8 @@ def rebalance_for_polish(
         The rank kept by the prune.
     lr_ratios : mapping of str to float
         The network's per-group learning-rate ratios (γ for ``"factors"``).
+    rows : LocalRows, default=LOCAL
+        How the rows of ``U`` are held.
 
     Returns
     -------
@@ -404,7 +470,7 @@ def rebalance_for_polish(
     if not _moving_factors(params, lr_ratios):
         return False
     U, V = params["factors"]
-    new = prune_compressed(U, V, params["cores"], keep, balance="rate")
+    new = prune_compressed(U, V, params["cores"], keep, balance="rate", rows=rows)
     _copy_params(params, new)
     return True
 
@@ -466,6 +532,7 @@ def escaping_direction(
     n_iter: int = 12,
     generator: torch.Generator | None = None,
     dense: torch.Tensor | None = None,
+    rows: LocalRows = LOCAL,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Top singular triplets of ``−N = −(I − PPᵀ) R (I − QQᵀ)`` and the bulk of ``N``.
 
@@ -478,12 +545,19 @@ def escaping_direction(
     ``‖N‖_F / √(min(m, n) − keep)`` with
     ``‖N‖²_F = ‖R‖²_F − ‖PᵀR‖²_F − ‖RQ‖²_F + ‖PᵀRQ‖²_F``.
 
+    With ``rows`` splitting the rows of ``R`` over ranks, every rank passes its own
+    rows (of ``R``, ``P``, ``dense``) and its products; the sums over rows
+    (``Rᵀ y``, ``Pᵀ y``, ``NᵀN``, the norms) are ``rows.sum_`` and the tall QR and SVD
+    ``rows.qr`` and ``rows.svd``, so every rank ends with the same values and
+    right vectors and its own rows of ``left``.
+
     Parameters
     ----------
     mv, rmv : callable
-        ``x ↦ R x`` (``(n, b) → (m, b)``) and ``y ↦ Rᵀ y``.
+        ``x ↦ R x`` (``(n, b) → (m, b)``) and ``y ↦ Rᵀ y`` (with ``rows`` split over
+        ranks: this rank's rows of ``R x`` and its term ``R_pᵀ y_p`` of the sum).
     fro2 : float
-        ``‖R‖²_F``.
+        ``‖R‖²_F`` (of the whole ``R``).
     P : Tensor of shape (m, keep)
     Q : Tensor of shape (n, keep)
         Orthonormal kept directions (``keep`` may be 0).
@@ -495,6 +569,8 @@ def escaping_direction(
         Of the random start (CPU).
     dense : Tensor of shape (m, n), default=None
         ``R`` as a dense matrix, when it is small enough to hold.
+    rows : LocalRows, default=LOCAL
+        How the rows of ``R`` are held.
 
     Returns
     -------
@@ -509,32 +585,36 @@ def escaping_direction(
     keep = P.shape[1]
 
     def left_out(y: torch.Tensor) -> torch.Tensor:
-        return y - P @ (P.T @ y) if keep else y
+        return y - P @ rows.sum_(P.T @ y) if keep else y
 
     def right_out(x: torch.Tensor) -> torch.Tensor:
         return x - Q @ (Q.T @ x) if keep else x
+
+    def rmv_sum(y: torch.Tensor) -> torch.Tensor:
+        return rows.sum_(rmv(y))
 
     b = min(n_vectors + 4, max(1, min(m, n) - keep))
     x = torch.randn(n, b, dtype=torch.float64, generator=generator).to(P)
     x = torch.linalg.qr(right_out(x))[0]
     if dense is not None:  # the same iterates, x ← orth(NᵀN x), one product a step
         N = left_out(right_out(dense.T).T)  # (I − PPᵀ) R (I − QQᵀ)
-        gram = N.T @ N
+        gram = rows.sum_(N.T @ N)
         for _ in range(n_iter):
             x = torch.linalg.qr(gram @ x)[0]
     else:
         for _ in range(n_iter):
-            y = torch.linalg.qr(left_out(mv(x)))[0]
-            x = torch.linalg.qr(right_out(rmv(y)))[0]
+            y = rows.qr(left_out(mv(x)))[0]
+            x = torch.linalg.qr(right_out(rmv_sum(y)))[0]
     y = -left_out(mv(x))  # = −N x
-    a, values, bh = torch.linalg.svd(y, full_matrices=False)
+    a, values, bh = rows.svd(y)
     right = x @ bh.T
     k = min(n_vectors, values.shape[0])
     if keep:
         RQ = mv(Q)
-        PtR = rmv(P).T
-        fro2 = fro2 - float(RQ.square().sum()) - float(PtR.square().sum())
-        fro2 += float((P.T @ RQ).square().sum())
+        PtR = rmv_sum(P).T
+        PtRQ = rows.sum_(P.T @ RQ)
+        fro2 = fro2 - float(rows.sum_(RQ.square().sum())) - float(PtR.square().sum())
+        fro2 += float(PtRQ.square().sum())
     bulk = math.sqrt(max(fro2, 0.0) / max(min(m, n) - keep, 1))
     return a[:, :k], values[:k], right[:, :k], bulk
 
@@ -588,6 +668,10 @@ class SpectralMonitor:
     min_gap : float, default=MIN_GAP
     seed : int, default=0
         Of the random start of the subspace iterations.
+    rows : LocalRows, default=LOCAL
+        How the rows of the matrix are held: a distributed fit passes its ranks' split
+        (:class:`deepmc.distributed.ShardedRows`) with this rank's ``data``; every rank
+        then takes the same decisions from the same sums.
 
     Attributes
     ----------
@@ -606,6 +690,7 @@ class SpectralMonitor:
     prune: bool = False
     min_gap: float = MIN_GAP
     seed: int = 0
+    rows: LocalRows = LOCAL
     pruned: int | None = None
     reseeds: int = 0
     rebalanced: int | None = None
@@ -617,13 +702,22 @@ class SpectralMonitor:
     _analysis: _Analysis | None = field(default=None, repr=False)
     _previous: tuple[np.ndarray, float] | None = field(default=None, repr=False)
     _residual: _Residual | None = field(default=None, repr=False)
+    _shape: tuple[int, int] | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(m, n)`` of the whole matrix (``data`` may hold some of its rows)."""
+        if self._shape is None:
+            m, n = self.data.shape
+            self._shape = (self.rows.n_rows(m), n)
+        return self._shape
 
     # ----------------------------------------------------------------- analysis
     def _analyse(self, check: Any) -> _Analysis:
         if self._analysis is not None and self._analysis.iteration == check.iteration:
             return self._analysis
         with torch.no_grad():
-            P, sigma, Q = self.network.spectrum(check.params)
+            P, sigma, Q = self.network.spectrum(check.params, rows=self.rows)
         sig = sigma.detach().to("cpu", torch.float64).numpy()
         keep, ratio = find_gap(sig, self.min_gap)
         if self.pruned is not None:
@@ -648,12 +742,12 @@ class SpectralMonitor:
             if self._residual is None:
                 self._residual = _Residual(data)
             mv, rmv, dense = self._residual.bind(r)
-            fro2 = float(r.square().sum()) * data.sampling_scale**2
+            fro2 = float(self.rows.sum_(r.square().sum())) * data.sampling_scale**2
             gen = torch.Generator().manual_seed(self.seed)
             spare = max(1, an.sigma.shape[0] - keep)
             an.escape[keep] = escaping_direction(
-                mv, rmv, fro2, an.P[:, :keep], an.Q[:, :keep], data.shape,
-                n_vectors=spare, generator=gen, dense=dense,
+                mv, rmv, fro2, an.P[:, :keep], an.Q[:, :keep], self.shape,
+                n_vectors=spare, generator=gen, dense=dense, rows=self.rows,
             )  # fmt: skip
         return an.escape[keep]
 
@@ -673,7 +767,7 @@ class SpectralMonitor:
         if self._residual is None:
             self._residual = _Residual(data)
         mv, _, _ = self._residual.bind(r)
-        along = (an.P[:, :keep] * mv(an.Q[:, :keep])).sum(dim=0).abs()
+        along = self.rows.sum_((an.P[:, :keep] * mv(an.Q[:, :keep])).sum(dim=0)).abs()
         sigma = torch.as_tensor(an.sigma[:keep]).to(along)
         return float((along / sigma.clamp_min(_TINY)).max())
 
@@ -705,6 +799,40 @@ class SpectralMonitor:
         if check.since_best is not None and check.since_best >= self.n_iter_no_change:
             return "early_stopping"
         return ""
+
+    def unconverged(self, last: dict, check_every: int, scale: float) -> str:
+        """Why a fit that ran out of iterations has not converged, for its warning.
+
+        Parameters
+        ----------
+        last : dict
+            The last history row (``change``, ``residual``).
+        check_every : int
+        scale : float
+            The data scale (singular values are reported in user units).
+        """
+        plateau = self.plateau
+        if plateau is not None:
+            return (
+                f"the fitted values settled (relative change ≤ tol={self.tol:g} at "
+                f"iteration {plateau['iteration']}) but the residual still has a "
+                f"direction with singular value {plateau['value'] * scale:.3g} "
+                f"({plateau['ratio']:.2g} × the smallest of the {plateau['keep']} "
+                "learned ones) outside them: the fit may be on a plateau between "
+                "learning directions. Increase max_iter or init_scale."
+            )
+        what = (
+            f"the fitted values did not settle (relative change {last['change']:.3g} "
+            f"per {check_every} steps > tol={self.tol:g}; training residual "
+            f"{last['residual']:.3g})"
+        )
+        if self.prune and self.pruned is None:
+            what += (
+                "; no spectral gap was found to prune at"
+                if not self.gap_seen
+                else "; a spectral gap was seen but not pruned at"
+            )
+        return what + ". Increase max_iter or tol."
 
     def _prune_first(self, an: _Analysis) -> bool:
         """Whether a settled fit should go on to be pruned (at most :data:`PRUNE_WAIT` checks).
@@ -770,8 +898,8 @@ class SpectralMonitor:
         moving = _moving_factors(check.params, self.network.lr_ratios)
         with torch.no_grad():
             if stable and not self._escaping(check, an, keep):
-                self.network.prune(check.params, keep)
-                rebalance_for_polish(check.params, keep, self.network.lr_ratios)
+                self.network.prune(check.params, keep, rows=self.rows)
+                rebalance_for_polish(check.params, keep, self.network.lr_ratios, rows=self.rows)
                 self.pruned = keep
                 note = f"pruned to rank {keep}"
             elif (
@@ -782,7 +910,7 @@ class SpectralMonitor:
             ):
                 self.reseeds += 1
                 left, values, right, _ = self._escape(check, an, keep)
-                self.network.reseed(check.params, keep, left, right)
+                self.network.reseed(check.params, keep, left, right, rows=self.rows)
                 self.rebalanced = None  # the re-seed balanced the kept part in the cores
                 note = (
                     f"re-seeded {sig.shape[0] - keep} direction(s) along the residual "
@@ -790,7 +918,8 @@ class SpectralMonitor:
                 )
             elif moving and self.rebalanced != keep and self._linear(check, an, keep) <= LINEAR:
                 U, V = check.params["factors"]
-                _copy_params(check.params, rebalance_compressed(U, V, check.params["cores"], keep))
+                new = rebalance_compressed(U, V, check.params["cores"], keep, rows=self.rows)
+                _copy_params(check.params, new)
                 self.rebalanced = keep
                 note = f"re-balanced the top {keep} direction(s)"
             else:

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from _dist_workers import run_world
+from sklearn.exceptions import ConvergenceWarning
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from deepmc.__main__ import main
@@ -227,3 +228,120 @@ def test_cli_under_torchrun_matches_the_single_process_cli(tmp_path):
     assert _rel(one.U_, two.U_) < 1e-10 and _rel(one.V_, two.V_) < 1e-10
     r, c, _, _ = _problem()
     assert _rel(one.predict_entries(r, c), two.predict_entries(r, c)) < 1e-10
+
+
+# ------------------------------------------------------------- the plateau-aware stop rule
+
+
+def _plateau_problem():
+    """A fully observed rank-2 matrix with singular values (1, 0.3): plain GD from small
+    initialisation settles on the saddle before the second direction (about 29 % error)."""
+    from deepmc.datasets import make_problem
+
+    problem = make_problem(
+        shape=(60, 50), rank=2, fraction=1.0, spectrum=[1.0, 0.3], random_state=0
+    )
+    tr = problem.train
+    return tr.rows, tr.cols, tr.values, tr.shape
+
+
+def _plateau_estimators() -> dict:
+    kw = dict(solver="gd", random_state=0, device="cpu", dtype="float64")
+    return {
+        "compressed": CompressedDeepMatrixCompletion(rank=2, max_iter=20_000, **kw),
+        "narrow": DeepMatrixCompletion(width=4, max_iter=20_000, **kw),
+        "short": CompressedDeepMatrixCompletion(rank=2, max_iter=700, **kw),
+    }
+
+
+#: A rank with an empty row range takes part in every collective of the analysis.
+PLATEAU_BOUNDS = [0, 0, 23, 60]
+
+
+def _sharded_escape(rows_split, problem, keep: int, dense: bool):
+    """The escaping direction of a random residual on Ω, computed on this rank's rows."""
+    from deepmc._prune import LOCAL, escaping_direction
+
+    r, c, _, (m, n) = problem
+    rng = np.random.default_rng(5)
+    R = np.zeros((m, n))
+    R[r, c] = rng.standard_normal(r.size)
+    P = np.linalg.qr(rng.standard_normal((m, keep)))[0]
+    Q = np.linalg.qr(rng.standard_normal((n, keep)))[0]
+    lo, hi = rows_split
+    R_loc, P_loc = torch.from_numpy(R[lo:hi]), torch.from_numpy(P[lo:hi])
+    Q_t = torch.from_numpy(Q)
+    fro2 = float(np.sum(R * R))
+    gen = torch.Generator().manual_seed(0)
+    if hi - lo == m:  # one process: every row here
+        rows = LOCAL
+    else:
+        from deepmc.distributed._linalg import ShardedRows
+
+        rows = ShardedRows(Comm.current())
+    left, values, right, bulk = escaping_direction(
+        lambda x: R_loc @ x, lambda y: R_loc.T @ y, fro2, P_loc, Q_t, (m, n),
+        n_vectors=3, generator=gen, dense=R_loc if dense else None, rows=rows,
+    )  # fmt: skip
+    return left.numpy(), values.numpy(), right.numpy(), bulk
+
+
+def _plateau_worker(rank: int, world: int, tmp: Path) -> dict:
+    out = {}
+    problem = _plateau_problem()
+    shard = shard_observations(problem, bounds=PLATEAU_BOUNDS)
+    for name, est in _plateau_estimators().items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = fit(est, shard)
+        messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+        out[name] = (model.history, model.stop, messages, model.gather())
+    split = (PLATEAU_BOUNDS[rank], PLATEAU_BOUNDS[rank + 1])
+    out["escape"] = {
+        (keep, dense): _sharded_escape(split, problem, keep, dense)
+        for keep in (0, 2)
+        for dense in (False, True)
+    }
+    return out
+
+
+def test_distributed_stop_rule_tells_the_plateau_from_convergence(tmp_path, one_thread):
+    """The ranks run the single-process plateau-aware rule on their rows: the same stops."""
+    results = run_world(3, tmp_path, _plateau_worker)
+    problem = _plateau_problem()
+    r, c, v, shape = problem
+    X = np.zeros(shape)
+    X[r, c] = v
+    for name, est in _plateau_estimators().items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est.fit(problem)
+        ref_messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+        hist, stop, messages, gathered = results[0][name]
+        assert list(hist["iteration"]) == list(est.history_["iteration"]), name
+        assert list(hist["event"]) == list(est.history_["event"]), name
+        assert _rel(est.history_["loss"], hist["loss"]) < 1e-8, name
+        for other in results[1:]:  # every rank took the same decisions
+            assert list(other[name][0]["event"]) == list(hist["event"])
+            assert other[name][1] == stop
+        err = np.linalg.norm(gathered.transform(np.full_like(X, np.nan)) - X) / np.linalg.norm(X)
+        if name == "short":  # settled on the saddle: a warning, not "converged"
+            assert stop == "max_iter" and gathered.n_iter_ == 700
+            assert (hist["change"] <= est.tol).any()
+            assert len(messages) == 1 and "plateau between learning directions" in messages[0]
+            assert messages == ref_messages
+            assert err > 0.2
+        else:  # past the saddle (the old rule stopped there at 29 % error) to the solution
+            assert stop == "converged" and not messages
+            assert err < 1e-4, (name, err)
+    # the analysis itself: the sharded escaping direction is the single-process one
+    for (keep, dense), ref in (
+        (key, _sharded_escape((0, shape[0]), problem, *key)) for key in results[0]["escape"]
+    ):
+        left = np.concatenate([res["escape"][(keep, dense)][0] for res in results])
+        values, right, bulk = results[0]["escape"][(keep, dense)][1:]
+        np.testing.assert_allclose(values, ref[1], rtol=1e-8)
+        assert bulk == pytest.approx(ref[3], rel=1e-10)
+        signs = np.sign(np.sum(left * ref[0], axis=0))  # singular vectors up to sign
+        np.testing.assert_allclose(left * signs, ref[0], atol=1e-8)
+        np.testing.assert_allclose(right * signs, ref[2], atol=1e-8)

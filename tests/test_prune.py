@@ -237,7 +237,7 @@ def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
     rate, est = polish_steps()
     norms = np.linalg.norm(est.U_[:, :2], axis=0)
     assert norms[1] < 0.5 * norms[0]  # the factors carry the spectrum to the end
-    monkeypatch.setattr(prune_module, "rebalance_for_polish", lambda *args: False)
+    monkeypatch.setattr(prune_module, "rebalance_for_polish", lambda *args, **kwargs: False)
     cores, _ = polish_steps()
     assert rate <= 200 and cores >= 4 * rate, (rate, cores)
 

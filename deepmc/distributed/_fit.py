@@ -21,12 +21,13 @@ from sklearn.utils import check_random_state
 from .._data import TrainingData
 from .._device import make_generator, resolve_device, resolve_dtype
 from .._kernels import ObservedPattern
+from .._prune import SpectralMonitor
 from .._solver import Check, gradient_descent
 from ..init import _seed
 from ..models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from ._checkpoint import CheckpointStore
 from ._comm import Comm
-from ._linalg import sharded_top_singular
+from ._linalg import ShardedRows, sharded_top_singular
 from ._network import NarrowShardedNetwork, ShardedNetwork
 from ._partition import RowPartition
 from ._shard import Shard
@@ -313,8 +314,8 @@ def fit(
     _check_supported(estimator)
     t_start = time.perf_counter()
     part = shard.partition
-    # plain GD (the fidelity mode, solver="gd"): pruning and the plateau-aware stop rule
-    # analyse the whole factor U, which no rank holds; ε follows the rule without pruning
+    # plain GD (the fidelity mode, solver="gd"), stopped by the plateau-aware rule; ε
+    # follows the rule without pruning
     init_scale = clone(estimator).set_params(solver="gd")._resolve_init_scale()
     network = _sharded_network(estimator, init_scale, comm, part.shape)
     device = resolve_device(estimator.device)
@@ -350,7 +351,12 @@ def fit(
         }
         start_iter, history, lr = state["iteration"], list(state["history"]), state["lr"]
     n_resumed_rows = len(history)
-    callbacks = []
+    # the plateau-aware stop rule of the single-process fit, on the ranks' rows
+    monitor = SpectralMonitor(
+        network, data, tol=estimator.tol, n_iter_no_change=estimator.n_iter_no_change,
+        rows=ShardedRows(comm),
+    )  # fmt: skip
+    callbacks = [monitor.callback]
     if store is not None:
         every = -(-(checkpoint_every or estimator.check_every) // estimator.check_every)
         callbacks.append(
@@ -363,18 +369,17 @@ def fit(
         tol=estimator.tol, check_every=estimator.check_every, start_iter=start_iter,
         history=history, backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
         name=type(estimator).__name__, verbose=estimator.verbose if comm.rank == 0 else 0,
-        reduce=comm.sum_, callbacks=callbacks,
+        reduce=comm.sum_, stop_rule=monitor.stop_rule, callbacks=callbacks,
     )  # fmt: skip
     if resumed is not None and len(history) > n_resumed_rows:
         # the resumed run re-checks the checkpoint's iteration (without a change
         # baseline): drop that repeated row, kept from before the restart
         del history[n_resumed_rows]
     if result.stop == "max_iter" and comm.rank == 0:
-        last = history[-1]
+        what = monitor.unconverged(history[-1], estimator.check_every, scale)
         warnings.warn(
-            f"{type(estimator).__name__} reached max_iter={estimator.max_iter} before the "
-            f"fitted values settled (relative change {last['change']:.3g} > "
-            f"tol={estimator.tol:g}). Increase max_iter or tol.",
+            f"{type(estimator).__name__} reached max_iter={estimator.max_iter} before "
+            f"converging: {what}",
             ConvergenceWarning,
             stacklevel=2,
         )

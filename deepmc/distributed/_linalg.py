@@ -17,6 +17,10 @@ it returns does not depend on how the power iterates are normalised, so it agree
 distributed fit start where the single-process fit of the same seed starts. A small
 matrix (``m·n`` ≤ :data:`deepmc._kernels.SMALL_ELEMENTS`) is gathered on every rank and
 factored exactly, as :func:`deepmc.init.top_singular` does.
+
+:class:`ShardedRows` gives the spectral analysis of a fit (the plateau-aware stop rule,
+prune and polish) the same operations on row-sharded torch tensors: sums over ranks and
+the TSQR.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import scipy.sparse as sp
 import torch
 
 from .._kernels import SMALL_ELEMENTS
+from .._prune import LocalRows
 from ..init import dense_top_singular
 from ._comm import Comm
 
-__all__ = ["sharded_top_singular", "tsqr"]
+__all__ = ["ShardedRows", "sharded_top_singular", "tsqr"]
 
 
 def _sum(comm: Comm, a: np.ndarray) -> np.ndarray:
@@ -68,6 +73,48 @@ def tsqr(Y: np.ndarray, comm: Comm) -> tuple[np.ndarray, np.ndarray]:
     Q_s, R = np.linalg.qr(stacked)
     offset = sum(b.shape[0] for b in blocks[: comm.rank])
     return Q_loc @ Q_s[offset : offset + R_loc.shape[0]], R
+
+
+class ShardedRows(LocalRows):
+    """Tall matrices split by rows over the ranks of ``comm``, each rank its own block.
+
+    The operations of :class:`deepmc._prune.LocalRows` for a distributed fit: sums are
+    all-reduces, and the thin QR of ``Y = [Y_1; …; Y_P]`` is the TSQR of :func:`tsqr`
+    in torch (each rank keeps its rows of ``Q``; ``R`` is the same on every rank,
+    computed by every rank from the same gathered factors).
+
+    Parameters
+    ----------
+    comm : Comm
+    """
+
+    def __init__(self, comm: Comm) -> None:
+        self.comm = comm
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks, in place; returns it."""
+        return self.comm.sum_(t)
+
+    def qr(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Thin QR of the row-sharded ``Y``: this rank's rows of ``Q``, and ``R``."""
+        if Y.shape[0]:
+            q_local, r_local = torch.linalg.qr(Y)
+        else:  # a rank without rows
+            q_local, r_local = Y.new_zeros((0, 0)), Y.new_zeros((0, Y.shape[1]))
+        blocks = self.comm.gather_rows(r_local)
+        q_stacked, r = torch.linalg.qr(torch.cat(blocks))
+        offset = sum(b.shape[0] for b in blocks[: self.comm.rank])
+        return q_local @ q_stacked[offset : offset + r_local.shape[0]], r
+
+    def svd(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD of the row-sharded ``Y`` through its QR: ``Y = (Q A) diag(σ) Bᴴ``."""
+        q, r = self.qr(Y)
+        a, sigma, bh = torch.linalg.svd(r, full_matrices=False)
+        return q @ a, sigma, bh
+
+    def n_rows(self, m: int) -> int:
+        """The rows of every rank together."""
+        return int(self.comm.sum_(torch.tensor([float(m)], dtype=torch.float64))[0])
 
 
 def _global_argmax_sign(U: np.ndarray, row_offset: int, comm: Comm) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .._data import TrainingData
+from .._prune import LOCAL, LocalRows, chain_spectrum, prune_layers
 from ..init import epsilon_orthogonal
 from ..models._compressed import compressed_residual_and_grads
 from ..models._full import layer_factors
@@ -68,6 +69,31 @@ class ShardedNetwork:
     @property
     def n_singular(self) -> int:
         return self.inner.n_singular
+
+    # the spectral analysis (deepmc._prune.SpectralMonitor) calls the inner network's
+    # methods on this rank's rows, passing the ranks' ShardedRows
+    @property
+    def init_scale(self) -> float:
+        return self.inner.init_scale
+
+    @property
+    def depth(self) -> int:
+        return self.inner.depth
+
+    @property
+    def spectrum(self) -> Any:
+        """The inner network's ``spectrum(params, *, rows)``."""
+        return self.inner.spectrum
+
+    @property
+    def prune(self) -> Any:
+        """The inner network's ``prune(params, keep, *, rows)``."""
+        return self.inner.prune
+
+    @property
+    def reseed(self) -> Any:
+        """The inner network's ``reseed``; an ``AttributeError`` when it has none."""
+        return self.inner.reseed
 
     def _local_terms(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         if data.pattern.n_observed:
@@ -169,6 +195,18 @@ class NarrowShardedNetwork:
 
     def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return layer_factors(params["layers"])
+
+    def spectrum(
+        self, params: Params, *, rows: LocalRows = LOCAL
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD of ``X`` (:func:`deepmc._prune.chain_spectrum`; ``P``: this rank's rows)."""
+        return chain_spectrum(params["layers"], rows=rows)
+
+    def prune(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
+        """Cut ``X`` to its top ``keep`` directions in place (see ``prune_layers``)."""
+        new = prune_layers(params["layers"], keep, rows=rows)
+        for W, w in zip(params["layers"], new, strict=True):
+            W.copy_(w)
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * self.width * self.depth

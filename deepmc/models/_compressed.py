@@ -13,7 +13,7 @@ import torch
 from .._base import _BaseDeepMC
 from .._data import TrainingData
 from .._kernels import ObservedPattern, PatternKernels, chain_product
-from .._prune import compressed_spectrum, prune_compressed, reseed_compressed
+from .._prune import LOCAL, LocalRows, compressed_spectrum, prune_compressed, reseed_compressed
 from .._solver import Params
 from .._validation import Interval, StrOptions
 from ..init import parsimony, random_frames, spectral
@@ -622,20 +622,32 @@ class CompressedNetwork:
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * 2 * self.rank * self.depth
 
-    def spectrum(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def spectrum(
+        self, params: Params, *, rows: LocalRows = LOCAL
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Thin SVD of the end-to-end ``X`` (see :func:`deepmc._prune.compressed_spectrum`)."""
         U, V = params["factors"]
-        return compressed_spectrum(U, V, params["cores"])
+        return compressed_spectrum(U, V, params["cores"], rows=rows)
 
-    def prune(self, params: Params, keep: int) -> None:
+    def prune(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
         """Cut ``X`` to its top ``keep`` directions in place (see ``prune_compressed``)."""
         U, V = params["factors"]
-        _copy_into(params, prune_compressed(U, V, params["cores"], keep))
+        _copy_into(params, prune_compressed(U, V, params["cores"], keep, rows=rows))
 
-    def reseed(self, params: Params, keep: int, left: torch.Tensor, right: torch.Tensor) -> None:
+    def reseed(
+        self,
+        params: Params,
+        keep: int,
+        left: torch.Tensor,
+        right: torch.Tensor,
+        *,
+        rows: LocalRows = LOCAL,
+    ) -> None:
         """Re-initialise the slots past ``keep`` at ε along ``left``/``right``, in place."""
         U, V = params["factors"]
-        new = reseed_compressed(U, V, params["cores"], keep, left, right, self.init_scale)
+        new = reseed_compressed(
+            U, V, params["cores"], keep, left, right, self.init_scale, rows=rows
+        )
         _copy_into(params, new)
 
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from .._base import _BaseDeepMC
 from .._data import TrainingData
 from .._device import available_bytes
 from .._kernels import chain_backward, chain_prefixes
-from .._prune import chain_spectrum, prune_layers
+from .._prune import LOCAL, LocalRows, chain_spectrum, prune_layers
 from .._solver import Params
 from .._validation import Interval
 from ..init import epsilon_orthogonal
@@ -397,14 +397,17 @@ class FullNetwork:
         m, n = data.shape
         return m * n * max(m, n)
 
-    def spectrum(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def spectrum(
+        self, params: Params, *, rows: LocalRows = LOCAL
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Thin SVD of the end-to-end ``X`` (see :func:`deepmc._prune.chain_spectrum`)."""
-        return chain_spectrum(params["layers"])
+        return chain_spectrum(params["layers"], rows=rows)
 
-    def prune(self, params: Params, keep: int) -> None:
+    def prune(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
         """Cut ``X`` to its top ``keep`` directions in place (see ``prune_layers``)."""
-        for W, new in zip(params["layers"], prune_layers(params["layers"], keep), strict=True):
-            W.copy_(new)
+        new = prune_layers(params["layers"], keep, rows=rows)
+        for W, w in zip(params["layers"], new, strict=True):
+            W.copy_(w)
 
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         layers = params["layers"]
