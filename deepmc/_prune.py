@@ -37,6 +37,7 @@ This module reads both:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
     "compressed_spectrum",
     "escaping_direction",
     "find_gap",
+    "positive_qr",
     "prune_compressed",
     "prune_layers",
     "rebalance_compressed",
@@ -92,6 +94,20 @@ PRUNE_WAIT = 2
 _TINY = float(np.finfo(float).tiny)
 
 
+def positive_qr(Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin QR ``Y = Q R`` with ``diag(R) ≥ 0``: unique for a full-rank ``Y``.
+
+    Householder QR leaves the signs of ``R``'s diagonal to rounding; fixing them makes
+    the factors of a matrix the same whatever algorithm computed them (one QR, or the
+    TSQR of a distributed fit).
+    """
+    Q, R = torch.linalg.qr(Y)
+    d = min(R.shape)
+    sign = torch.sign(torch.diagonal(R)[:d])
+    sign[sign == 0] = 1
+    return Q[:, :d] * sign, R[:d] * sign[:, None]
+
+
 class LocalRows:
     """The rows of every tall matrix (``m × b``) held by this one process.
 
@@ -101,8 +117,10 @@ class LocalRows:
     everything else stays the same code:
 
     * :meth:`sum_` — sum a small result over the holders of the rows (here: itself);
-    * :meth:`qr`, :meth:`svd` — thin QR and SVD of a tall matrix, returning this
-      holder's rows of the left factor and the (replicated) small factors;
+    * :meth:`qr`, :meth:`svd` — thin QR (``R`` with a non-negative diagonal, so that
+      the factors do not depend on how they were computed) and SVD of a tall matrix,
+      returning this holder's rows of the left factor and the (replicated) small
+      factors;
     * :meth:`n_rows` — the total row count from this holder's.
     """
 
@@ -111,8 +129,8 @@ class LocalRows:
         return t
 
     def qr(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Thin QR ``Y = Q R``."""
-        return torch.linalg.qr(Y)
+        """Thin QR ``Y = Q R``, ``diag(R) ≥ 0``."""
+        return positive_qr(Y)
 
     def svd(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Thin SVD ``Y = A diag(σ) Bᴴ``."""
@@ -167,6 +185,22 @@ def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, flo
     return (i + 1, ratio) if ratio >= min_ratio else (int(s.size), ratio)
 
 
+def _signed(P: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P D, Q D)`` with ``D = ±1`` making each column's largest entry of ``Q`` positive.
+
+    Singular vectors are defined up to a joint sign, which QR and SVD pick by rounding:
+    this convention (as :func:`sklearn.utils.extmath.svd_flip`, decided by the right
+    vectors, which every rank of a distributed fit holds whole) makes the networks'
+    edits the same whichever factorisation produced the vectors.
+    """
+    if Q.numel() == 0:
+        return P, Q
+    idx = Q.abs().argmax(dim=0, keepdim=True)
+    sign = torch.sign(torch.gather(Q, 0, idx))
+    sign[sign == 0] = 1
+    return P * sign, Q * sign
+
+
 def compressed_spectrum(
     U: torch.Tensor,
     V: torch.Tensor,
@@ -189,7 +223,8 @@ def compressed_spectrum(
     qu, ru = rows.qr(U)
     qv, rv = torch.linalg.qr(V)
     a, sigma, bh = torch.linalg.svd(ru @ chain_product(cores) @ rv.T)
-    return qu @ a, sigma, qv @ bh.T
+    P, Q = _signed(qu @ a, qv @ bh.T)
+    return P, sigma, Q
 
 
 def chain_spectrum(
@@ -213,14 +248,16 @@ def chain_spectrum(
     m, n, w = rows.n_rows(last.shape[0]), first.shape[1], first.shape[0]
     if w >= min(m, n):
         a, sigma, bh = torch.linalg.svd(chain_product(layers), full_matrices=False)
-        return a, sigma, bh.T
+        P, Q = _signed(a, bh.T)
+        return P, sigma, Q
     ql, rl = rows.qr(last)
     qf, rf = torch.linalg.qr(first.T)
     middle = rl
     for W in reversed(layers[1:-1]):
         middle = middle @ W
     a, sigma, bh = torch.linalg.svd(middle @ rf.T)
-    return ql @ a, sigma, qf @ bh.T
+    P, Q = _signed(ql @ a, qf @ bh.T)
+    return P, sigma, Q
 
 
 def _balanced(sigma: torch.Tensor, keep: int, depth: int) -> torch.Tensor:
@@ -607,7 +644,7 @@ def escaping_direction(
             x = torch.linalg.qr(right_out(rmv_sum(y)))[0]
     y = -left_out(mv(x))  # = −N x
     a, values, bh = rows.svd(y)
-    right = x @ bh.T
+    a, right = _signed(a, x @ bh.T)
     k = min(n_vectors, values.shape[0])
     if keep:
         RQ = mv(Q)
@@ -703,6 +740,28 @@ class SpectralMonitor:
     _previous: tuple[np.ndarray, float] | None = field(default=None, repr=False)
     _residual: _Residual | None = field(default=None, repr=False)
     _shape: tuple[int, int] | None = field(default=None, repr=False)
+    _resumed_at: int | None = field(default=None, repr=False)
+
+    #: What :meth:`state_dict` saves: every decision and measurement carried between checks.
+    _STATE = (
+        "pruned", "reseeds", "rebalanced", "momentum", "_waited", "_polish", "plateau",
+        "gap_seen", "_previous",
+    )  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """The monitor's decisions and measurements so far, for a checkpoint (copies)."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in self._STATE}
+
+    def load_state_dict(self, state: dict, iteration: int) -> None:
+        """Resume from a :meth:`state_dict` taken at the check of ``iteration``.
+
+        That check was processed before the state was saved: when the resumed run checks
+        ``iteration`` again, the monitor neither decides nor measures anything.
+        """
+        for name in self._STATE:
+            setattr(self, name, copy.deepcopy(state[name]))
+        self._analysis = None
+        self._resumed_at = int(iteration)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -780,6 +839,8 @@ class SpectralMonitor:
     # ----------------------------------------------------------------- solver hooks
     def stop_rule(self, check: Any) -> str:
         """``"converged"``, ``"early_stopping"`` or ``""`` (see the class docstring)."""
+        if check.iteration == self._resumed_at:  # decided before the checkpoint
+            return ""
         if check.row["change"] <= self.tol:
             an = self._analyse(check)
             learned = an.learned if self.pruned is None else self.pruned
@@ -878,7 +939,7 @@ class SpectralMonitor:
 
     def callback(self, check: Any) -> bool:
         """Prune or re-seed ``check.params`` in place when the spectrum says so."""
-        if not self.prune:
+        if not self.prune or check.iteration == self._resumed_at:
             return False
         if self.pruned is not None:
             self._accelerate(check)  # the parameters are not edited

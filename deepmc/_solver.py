@@ -193,12 +193,38 @@ class GradientDescent:
             velocity.append(v)
         return velocity
 
+    def state_dict(self) -> dict:
+        """β and the velocity of every parameter (``None`` before its first heavy-ball step).
+
+        As :meth:`torch.optim.Optimizer.state_dict`, the state is listed in the order of
+        the parameters, group by group, so that it loads into an optimizer over other
+        tensors of the same shapes (a run resumed from a checkpoint).
+        """
+        params = [p for g in self.param_groups for p in g["params"]]
+        velocity = [self.state.get(id(p)) for p in params]
+        return {
+            "momentum": self._momentum,
+            "velocity": [None if v is None else v.clone() for v in velocity],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (β, then the velocities onto these parameters)."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        if len(state["velocity"]) != len(params):
+            raise ValueError(
+                f"state: expected the velocity of {len(params)} parameters, got "
+                f"{len(state['velocity'])}."
+            )
+        self.momentum = state["momentum"]
+        for p, v in zip(params, state["velocity"], strict=True):
+            if v is not None:
+                self.state[id(p)] = v.to(device=p.device, dtype=p.dtype).clone()
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients."""
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None
-
 
 
 def make_optimizer(

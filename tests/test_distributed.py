@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from _dist_workers import run_world
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
@@ -345,3 +346,63 @@ def test_distributed_stop_rule_tells_the_plateau_from_convergence(tmp_path, one_
         signs = np.sign(np.sum(left * ref[0], axis=0))  # singular vectors up to sign
         np.testing.assert_allclose(left * signs, ref[0], atol=1e-8)
         np.testing.assert_allclose(right * signs, ref[2], atol=1e-8)
+
+
+# ------------------------------------------------------- prune and polish (solver="auto")
+
+
+def _auto_estimators() -> dict:
+    kw = dict(random_state=3, device="cpu", dtype="float64")  # solver="auto", the default
+    return {
+        "compressed": (CompressedDeepMatrixCompletion(rank=3, **kw), _problem),
+        "narrow": (DeepMatrixCompletion(width=4, **kw), _plateau_problem),
+    }
+
+
+def _auto_worker(rank: int, world: int, tmp: Path) -> dict:
+    out = {}
+    bounds = {"compressed": [0, 17, 40], "narrow": [0, 0, 60]}
+    for name, (est, problem) in _auto_estimators().items():
+        shard = shard_observations(problem(), bounds=bounds[name])
+        model = fit(est, shard)
+        out[name] = (model.history, model.stop, _fitted(model))
+    # interrupted after the heavy-ball steps began (checkpoint at 200 with a velocity),
+    # then resumed to the end
+    est, problem = _auto_estimators()["compressed"]
+    shard = shard_observations(problem(), bounds=bounds["compressed"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter on purpose
+        fit(clone(est).set_params(max_iter=225), shard, checkpoint_dir=tmp / "ckpt",
+            checkpoint_every=25)  # fmt: skip
+    Comm.current().barrier()
+    resumed = fit(est, shard, checkpoint_dir=tmp / "ckpt")
+    out["resumed"] = (resumed.history, resumed.stop, _fitted(resumed))
+    return out
+
+
+def test_distributed_default_fit_prunes_and_polishes_as_one_process(tmp_path, one_thread):
+    results = run_world(2, tmp_path, _auto_worker)
+    for name, (est, problem) in _auto_estimators().items():
+        est.fit(problem())
+        hist, stop, fitted = results[0][name]
+        events = [e for e in hist["event"] if e]
+        assert any(e.startswith("pruned to rank 2") for e in events), events
+        assert list(hist["event"]) == list(est.history_["event"]), name
+        assert list(hist["iteration"]) == list(est.history_["iteration"])
+        assert stop == "converged"
+        assert _rel(est.history_["loss"], hist["loss"]) < 1e-8, name
+        for key in ("U_", "V_", "cores_", "weights_"):
+            if hasattr(est, key):
+                ref, got = getattr(est, key), fitted[key]
+                pairs = zip(ref, got, strict=True) if isinstance(ref, list) else [(ref, got)]
+                for a, b in pairs:
+                    assert _rel(a, b) < 1e-8, (name, key)
+        assert list(results[1][name][0]["event"]) == list(hist["event"])
+    # the resumed run takes the uninterrupted run's steps, heavy-ball velocity included
+    hist, stop, fitted = results[0]["resumed"]
+    full_hist, full_stop, full_fitted = results[0]["compressed"]
+    assert any("heavy-ball" in e for e in full_hist["event"][full_hist["iteration"] <= 200])
+    assert stop == full_stop == "converged"
+    pd.testing.assert_frame_equal(hist.drop(columns="seconds"), full_hist.drop(columns="seconds"))
+    for key in ("U_", "V_"):
+        np.testing.assert_array_equal(fitted[key], full_fitted[key])

@@ -36,6 +36,9 @@ __all__ = ["ShardedModel", "fit"]
 
 Params = dict[str, list[torch.Tensor]]
 
+#: Version of what a checkpoint holds; checkpoints of another version are not resumed.
+CHECKPOINT_FORMAT = 2
+
 
 @dataclass
 class ShardedModel:
@@ -234,6 +237,8 @@ def _fingerprint(estimator: Any, part: RowPartition) -> str:
     """What a checkpoint must match to be resumed from: the run, not its length."""
     return json.dumps(
         {
+            # what a checkpoint holds (2: with the monitor's and the optimizer's state)
+            "format": CHECKPOINT_FORMAT,
             "estimator": type(estimator).__name__,
             "params": {
                 k: str(v)
@@ -249,9 +254,19 @@ def _fingerprint(estimator: Any, part: RowPartition) -> str:
 
 
 def _checkpointer(
-    store: CheckpointStore, history: list[dict], start_iter: int, check_every: int, every: int
+    store: CheckpointStore,
+    history: list[dict],
+    monitor: SpectralMonitor,
+    start_iter: int,
+    check_every: int,
+    every: int,
 ):
-    """A solver callback writing a checkpoint every ``every`` checks after ``start_iter``."""
+    """A solver callback writing a checkpoint every ``every`` checks after ``start_iter``.
+
+    It runs after the monitor's callback: the checkpoint holds the parameters, the
+    monitor's state and the optimizer's (heavy-ball velocity, Adam's moments) as they
+    enter the next step, so a resumed run takes the same steps.
+    """
 
     def checkpoint(check: Check) -> bool:
         n_checks = (check.iteration - start_iter) // check_every
@@ -262,11 +277,35 @@ def _checkpointer(
                 "lr": check.row["lr"],
                 "history": list(history),  # the solver's rows, this check's included
                 "params": params,
+                "monitor": monitor.state_dict(),
+                "optimizer": _to_cpu(check.optimizer.state_dict()),
             }
             store.save(check.iteration, state)
         return False  # the parameters are not edited
 
     return checkpoint
+
+
+def _to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it copied to the CPU (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _optimizer_restorer(iteration: int, state: dict):
+    """Solver callback: load the checkpoint's optimizer state when ``iteration`` is re-checked."""
+
+    def restore(check: Check) -> bool:
+        if check.iteration == iteration:
+            check.optimizer.load_state_dict(state)
+        return False  # the parameters are not edited
+
+    return restore
 
 
 def fit(
@@ -314,9 +353,7 @@ def fit(
     _check_supported(estimator)
     t_start = time.perf_counter()
     part = shard.partition
-    # plain GD (the fidelity mode, solver="gd"), stopped by the plateau-aware rule; ε
-    # follows the rule without pruning
-    init_scale = clone(estimator).set_params(solver="gd")._resolve_init_scale()
+    init_scale = estimator._resolve_init_scale()
     network = _sharded_network(estimator, init_scale, comm, part.shape)
     device = resolve_device(estimator.device)
     if device.type == "cuda" and comm.device.type == "cuda":
@@ -351,16 +388,22 @@ def fit(
         }
         start_iter, history, lr = state["iteration"], list(state["history"]), state["lr"]
     n_resumed_rows = len(history)
-    # the plateau-aware stop rule of the single-process fit, on the ranks' rows
+    # the plateau-aware stop rule, prune and polish of the single-process fit, on the
+    # ranks' rows: every decision comes from sums over the ranks, the same on each
     monitor = SpectralMonitor(
         network, data, tol=estimator.tol, n_iter_no_change=estimator.n_iter_no_change,
-        rows=ShardedRows(comm),
+        prune=estimator._prunes(), rows=ShardedRows(comm),
     )  # fmt: skip
     callbacks = [monitor.callback]
+    if resumed is not None:
+        monitor.load_state_dict(state["monitor"], start_iter)
+        callbacks.insert(0, _optimizer_restorer(start_iter, state["optimizer"]))
     if store is not None:
         every = -(-(checkpoint_every or estimator.check_every) // estimator.check_every)
         callbacks.append(
-            _checkpointer(store, history, start_iter, estimator.check_every, max(1, every))
+            _checkpointer(
+                store, history, monitor, start_iter, estimator.check_every, max(1, every)
+            )
         )
     total_iter = int(estimator.max_iter)
     result = gradient_descent(

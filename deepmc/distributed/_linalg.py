@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import torch
 
 from .._kernels import SMALL_ELEMENTS
-from .._prune import LocalRows
+from .._prune import LocalRows, positive_qr
 from ..init import dense_top_singular
 from ._comm import Comm
 
@@ -96,13 +96,13 @@ class ShardedRows(LocalRows):
         return self.comm.sum_(t)
 
     def qr(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Thin QR of the row-sharded ``Y``: this rank's rows of ``Q``, and ``R``."""
+        """QR of the row-sharded ``Y``: this rank's rows of ``Q``, and ``R ≥ 0`` on its diagonal."""
         if Y.shape[0]:
             q_local, r_local = torch.linalg.qr(Y)
         else:  # a rank without rows
             q_local, r_local = Y.new_zeros((0, 0)), Y.new_zeros((0, Y.shape[1]))
         blocks = self.comm.gather_rows(r_local)
-        q_stacked, r = torch.linalg.qr(torch.cat(blocks))
+        q_stacked, r = positive_qr(torch.cat(blocks))
         offset = sum(b.shape[0] for b in blocks[: self.comm.rank])
         return q_local @ q_stacked[offset : offset + r_local.shape[0]], r
 
