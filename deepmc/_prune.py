@@ -113,7 +113,7 @@ class LocalRows:
 
     The spectral analysis works on tall matrices — the left factor ``U``, the residual's
     left singular vectors — through four operations, which a row-sharded fit replaces
-    (:class:`deepmc.distributed.ShardedRows`, the rows split over ranks) while
+    (``deepmc.distributed._linalg.ShardedRows``, the rows split over ranks) while
     everything else stays the same code:
 
     * :meth:`sum_` — sum a small result over the holders of the rows (here: itself);
@@ -707,7 +707,7 @@ class SpectralMonitor:
         Of the random start of the subspace iterations.
     rows : LocalRows, default=LOCAL
         How the rows of the matrix are held: a distributed fit passes its ranks' split
-        (:class:`deepmc.distributed.ShardedRows`) with this rank's ``data``; every rank
+        (``deepmc.distributed._linalg.ShardedRows``) with this rank's ``data``; every rank
         then takes the same decisions from the same sums.
 
     Attributes

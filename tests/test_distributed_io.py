@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -176,3 +178,26 @@ def test_checkpoint_store_keeps_the_last_complete_sets_of_its_run(tmp_path):
     other = CheckpointStore(tmp_path, Comm(), fingerprint="run-b")  # another run's files
     assert other.latest() is None
     assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_resume_restores_the_optimizer_state(tmp_path, optimizer):
+    """A run resumed from a checkpoint takes the uninterrupted run's steps, moments included."""
+    from deepmc import CompressedDeepMatrixCompletion
+    from deepmc.distributed import fit
+
+    est = CompressedDeepMatrixCompletion(
+        rank=2, optimizer=optimizer, max_iter=200, check_every=25, tol=0.0, random_state=1,
+        dtype="float64",
+    )  # fmt: skip
+    shard = shard_observations(_small())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter on purpose
+        full = fit(est, shard)
+        fit(clone(est).set_params(max_iter=100), shard, checkpoint_dir=tmp_path)  # ckpt at 75
+        resumed = fit(est, shard, checkpoint_dir=tmp_path)
+    pd.testing.assert_frame_equal(
+        resumed.history.drop(columns="seconds"), full.history.drop(columns="seconds")
+    )
+    for a, b in zip(resumed.params["factors"], full.params["factors"], strict=True):
+        np.testing.assert_array_equal(a, b)

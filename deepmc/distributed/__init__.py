@@ -37,15 +37,18 @@ What stays single-process, and why:
   biases beforehand, then fit the residual triplets with ``deepmc fit``;
 * ``early_stopping``, ``eval_set`` and ``warm_start``: whole-matrix evaluations or
   states (resume from a checkpoint instead of a warm start).
-* pruning and the plateau-aware stop rule of ``solver="auto"``: they analyse the whole
-  factor ``U`` and the residual's spectrum. The distributed fit runs plain gradient
-  descent (``solver="gd"``, with ε from ``tol`` when ``init_scale="auto"``) and stops
-  when the fitted values change by at most ``tol``; on a matrix whose spectrum is far
-  from flat, check the single-process fit of a sample first, or raise ``max_iter``.
+
+The spectral analysis of the single-process fit runs on the ranks' rows too
+(``ShardedRows``: sums over ranks, TSQR): the
+plateau-aware stop rule (a saddle between two learned directions is not convergence)
+and, with ``solver="auto"``, prune and polish, with the same decisions on every rank
+and at the same iterations as in one process.
 
 Ctrl-C under ``torchrun`` ends the job (torchrun stops the workers); restart it to
-resume from the last checkpoint. Checkpoints resume exactly for ``optimizer="gd"``;
-momentum and Adam restart their moment estimates.
+resume from the last checkpoint. Checkpoints hold the parameters, the monitor's
+decisions and the optimizer's state (the polish's heavy-ball velocity, the moments of
+``optimizer="momentum"`` and ``"adam"``), so a resumed run takes the uninterrupted run's
+steps.
 """
 
 from ._cli import configure_parser, run_fit

@@ -35,6 +35,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--init", default="parsimony", choices=["parsimony", "spectral", "random"])
+    parser.add_argument(
+        "--solver",
+        default="auto",
+        choices=["auto", "gd"],
+        help="auto: prune and polish; gd: the papers' plain constant-step GD",
+    )
     parser.add_argument("--max-iter", type=int, default=20_000)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--check-every", type=int, default=25)
@@ -116,6 +122,7 @@ def run_fit(args: argparse.Namespace) -> int:
         )
         params = {
             "depth": args.depth,
+            "solver": args.solver,
             "max_iter": args.max_iter,
             "tol": args.tol,
             "check_every": args.check_every,
