@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 from .._data import TrainingData
-from .._prune import LOCAL, LocalRows, chain_spectrum, prune_layers
 from ..init import epsilon_orthogonal
 from ..models._compressed import compressed_residual_and_grads
-from ..models._full import layer_factors
+from ..models._full import FullNetwork, layer_factors
 from ._comm import Comm
 
 __all__ = ["NarrowShardedNetwork", "ShardedNetwork"]
@@ -196,17 +195,10 @@ class NarrowShardedNetwork:
     def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return layer_factors(params["layers"])
 
-    def spectrum(
-        self, params: Params, *, rows: LocalRows = LOCAL
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Thin SVD of ``X`` (:func:`deepmc._prune.chain_spectrum`; ``P``: this rank's rows)."""
-        return chain_spectrum(params["layers"], rows=rows)
-
-    def prune(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
-        """Cut ``X`` to its top ``keep`` directions in place (see ``prune_layers``)."""
-        new = prune_layers(params["layers"], keep, rows=rows)
-        for W, w in zip(params["layers"], new, strict=True):
-            W.copy_(w)
+    # the layers of the single-process narrow network: its spectrum and prune, with the
+    # ranks' rows of W_L (chain_spectrum, prune_layers)
+    spectrum = FullNetwork.spectrum
+    prune = FullNetwork.prune
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * self.width * self.depth
