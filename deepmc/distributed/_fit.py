@@ -308,6 +308,57 @@ def _optimizer_restorer(iteration: int, state: dict):
     return restore
 
 
+def _initial_state(
+    estimator: Any, shard: Shard, network: ShardedNetwork, comm: Comm
+) -> tuple[float, TrainingData, Params]:
+    """``(σ₁ scale, this rank's data, initial parameters)``, as the single-process fit's.
+
+    σ₁ and the singular vectors of the spectral and parsimony initialisations come from
+    the sharded randomized SVD of ``s·P_Ω(Y)``, started from the seed that
+    :func:`deepmc.init.top_singular` draws.
+    """
+    part, obs = shard.partition, shard.observations
+    device = resolve_device(estimator.device)
+    if device.type == "cuda" and comm.device.type == "cuda":
+        device = comm.device
+    dtype = resolve_dtype(estimator.dtype, obs.values.dtype)
+    generator = make_generator(check_random_state(estimator.random_state))
+    m, n = part.shape
+    s = m * n / part.n_observed
+    M_local = sp.csr_matrix(
+        (s * obs.values.astype(np.float64), (obs.rows - part.start, obs.cols)),
+        shape=(part.n_rows, n),
+    )
+    seed = _seed(generator)  # the draw deepmc.init.top_singular makes
+    u_local, sig, v = sharded_top_singular(
+        M_local, part.shape, part.start, network.n_singular, seed=seed, comm=comm
+    )
+    scale = float(sig[0]) if sig[0] > 0 else 1.0
+    data = _local_data(shard, scale, device, dtype, comm)
+    return scale, data, _initial_params(network, shard, data, u_local, v, generator, comm)
+
+
+def _resume(
+    store: CheckpointStore, monitor: SpectralMonitor, callbacks: list, data: TrainingData
+) -> tuple[Params, int, list[dict], float] | None:
+    """``(params, iteration, history, lr)`` of the latest checkpoint in ``store``, or ``None``.
+
+    The monitor takes the checkpoint's state, and a callback that loads the optimizer's
+    state when the checkpoint's iteration is checked again goes first in ``callbacks``.
+    """
+    step = store.latest()
+    if step is None:
+        return None
+    state = store.load(step)
+    params = {
+        k: [torch.as_tensor(a, dtype=data.dtype, device=data.device) for a in arrs]
+        for k, arrs in state["params"].items()
+    }
+    monitor.load_state_dict(state["monitor"], state["iteration"])
+    callbacks.insert(0, _optimizer_restorer(state["iteration"], state["optimizer"]))
+    return params, state["iteration"], list(state["history"]), state["lr"]
+
+
 def fit(
     estimator: Any,
     shard: Shard,
@@ -355,39 +406,8 @@ def fit(
     part = shard.partition
     init_scale = estimator._resolve_init_scale()
     network = _sharded_network(estimator, init_scale, comm, part.shape)
-    device = resolve_device(estimator.device)
-    if device.type == "cuda" and comm.device.type == "cuda":
-        device = comm.device
-    obs = shard.observations
-    dtype = resolve_dtype(estimator.dtype, obs.values.dtype)
-    generator = make_generator(check_random_state(estimator.random_state))
-    m, n = part.shape
-    s = m * n / part.n_observed
-    M_local = sp.csr_matrix(
-        (s * obs.values.astype(np.float64), (obs.rows - part.start, obs.cols)),
-        shape=(part.n_rows, n),
-    )
-    seed = _seed(generator)  # the draw deepmc.init.top_singular makes
-    u_local, sig, v = sharded_top_singular(
-        M_local, part.shape, part.start, network.n_singular, seed=seed, comm=comm
-    )
-    scale = float(sig[0]) if sig[0] > 0 else 1.0
-    data = _local_data(shard, scale, device, dtype, comm)
-    params = _initial_params(network, shard, data, u_local, v, generator, comm)
+    scale, data, params = _initial_state(estimator, shard, network, comm)
     lr = estimator._resolve_learning_rate()
-    start_iter, history = 0, []
-    store = None
-    if checkpoint_dir is not None:
-        store = CheckpointStore(checkpoint_dir, comm, fingerprint=_fingerprint(estimator, part))
-    resumed = None if store is None else store.latest()
-    if resumed is not None:
-        state = store.load(resumed)
-        params = {
-            k: [torch.as_tensor(a, dtype=dtype, device=device) for a in arrs]
-            for k, arrs in state["params"].items()
-        }
-        start_iter, history, lr = state["iteration"], list(state["history"]), state["lr"]
-    n_resumed_rows = len(history)
     # the plateau-aware stop rule, prune and polish of the single-process fit, on the
     # ranks' rows: every decision comes from sums over the ranks, the same on each
     monitor = SpectralMonitor(
@@ -395,26 +415,29 @@ def fit(
         prune=estimator._prunes(), rows=ShardedRows(comm),
     )  # fmt: skip
     callbacks = [monitor.callback]
-    if resumed is not None:
-        monitor.load_state_dict(state["monitor"], start_iter)
-        callbacks.insert(0, _optimizer_restorer(start_iter, state["optimizer"]))
-    if store is not None:
+    start_iter, history = 0, []
+    if checkpoint_dir is not None:
+        store = CheckpointStore(checkpoint_dir, comm, fingerprint=_fingerprint(estimator, part))
+        resumed = _resume(store, monitor, callbacks, data)
+        if resumed is not None:
+            params, start_iter, history, lr = resumed
         every = -(-(checkpoint_every or estimator.check_every) // estimator.check_every)
         callbacks.append(
             _checkpointer(
                 store, history, monitor, start_iter, estimator.check_every, max(1, every)
             )
         )
-    total_iter = int(estimator.max_iter)
+    n_resumed_rows = len(history)
     result = gradient_descent(
         network, data, params, lr=lr, optimizer=estimator.optimizer,
-        weight_decay=estimator.weight_decay, max_iter=max(total_iter - start_iter, 0),
-        tol=estimator.tol, check_every=estimator.check_every, start_iter=start_iter,
-        history=history, backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
+        weight_decay=estimator.weight_decay,
+        max_iter=max(int(estimator.max_iter) - start_iter, 0), tol=estimator.tol,
+        check_every=estimator.check_every, start_iter=start_iter, history=history,
+        backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
         name=type(estimator).__name__, verbose=estimator.verbose if comm.rank == 0 else 0,
         reduce=comm.sum_, stop_rule=monitor.stop_rule, callbacks=callbacks,
     )  # fmt: skip
-    if resumed is not None and len(history) > n_resumed_rows:
+    if n_resumed_rows and len(history) > n_resumed_rows:
         # the resumed run re-checks the checkpoint's iteration (without a change
         # baseline): drop that repeated row, kept from before the restart
         del history[n_resumed_rows]
