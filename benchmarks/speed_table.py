@@ -5,8 +5,9 @@ Run from the repository root::
     python benchmarks/speed_table.py
 
 Each fit is the default estimator (``solver="auto"``, ``tol=0``, ``random_state=0``,
-float64, on the CPU) run for the steps that first reach the target error (``TARGETS`` of
-``bench_scale.py``), initialisation included, best of three. Per-step times are those of
+float64 — and float32 on B to 1e-6, which it still reaches — on the CPU) run for the
+steps that first reach the target error (``TARGETS`` of ``bench_scale.py``),
+initialisation included, best of three. Per-step times are those of
 the compressed step as the fit runs it (one thread on problem A, the default threads on
 B), best of five batches, as wall clock and as the process's CPU time (which does not
 count the time spent waiting for a core on a shared machine). The recovery error printed
@@ -32,15 +33,17 @@ from benchmarks.bench_scale import TARGETS, _CompressedStepper, _FullStepper
 from deepmc.datasets import make_problem
 from deepmc.models import make_estimator
 
-#: (label, problem, method, steps, target error), the steps and targets of ``TARGETS``
+#: (label, problem, method, steps, target error, dtype), the steps and targets of
+#: ``TARGETS``; float32 only where it still reaches the target in the same steps
 FITS = [
     (f"{label}, to 1e{round(math.log10(target))}", key.split("-")[0], method, steps[method],
-     target)
-    for label, key, method in [
-        ("A, compressed", "A", "compressed"),
-        ("A, full width", "A", "full"),
-        ("B, compressed", "B", "compressed"),
-        ("B, compressed", "B-1e-10", "compressed"),
+     target, dtype)
+    for label, key, method, dtype in [
+        ("A, compressed", "A", "compressed", "float64"),
+        ("A, full width", "A", "full", "float64"),
+        ("B, compressed", "B", "compressed", "float64"),
+        ("B, compressed float32", "B", "compressed", "float32"),
+        ("B, compressed", "B-1e-10", "compressed", "float64"),
     ]
     for target, steps in [TARGETS[key]]
 ]  # fmt: skip
@@ -55,10 +58,10 @@ def _best(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, out
 
 
-def _fit(problem: Any, method: str, steps: int) -> Any:
+def _fit(problem: Any, method: str, steps: int, dtype: str = "float64") -> Any:
     est = make_estimator(
         method, rank=problem.rank, depth=problem.depth, tol=0.0, max_iter=steps,
-        random_state=0, device="cpu",
+        random_state=0, device="cpu", dtype=dtype,
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -89,8 +92,10 @@ def _cpu_per_step(stepper: Any, n: int) -> float:
 def main() -> None:
     problems = {name: make_problem(name, random_state=0) for name in ("A", "B")}
     _fit(problems["A"], "compressed", 50)  # start-up costs (dispatch, thread pools)
-    for label, name, method, steps, target in FITS:
-        seconds, est = _best(lambda p=problems[name], m=method, s=steps: _fit(p, m, s), 3)
+    for label, name, method, steps, target, dtype in FITS:
+        seconds, est = _best(
+            lambda p=problems[name], m=method, s=steps, d=dtype: _fit(p, m, s, d), 3
+        )
         error = problems[name].recovery_error(est)
         print(f"{label}: {seconds:.3f} s, {est.n_iter_} steps, error {error:.2e} (<= {target:g})")
     threads = torch.get_num_threads()
