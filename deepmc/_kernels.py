@@ -141,7 +141,8 @@ class PatternKernels:
 
     * ``"small"`` (when ``m·n`` ≤ :data:`SMALL_ELEMENTS`): everything dense — ``A Bᵀ``
       in one BLAS call with Ω picked out by ``index_select``, and ``R`` scattered into a
-      dense ``m × n`` buffer (zero off Ω) for two BLAS products ``R B`` and ``Rᵀ A``;
+      dense ``m × n`` buffer (zero off Ω) for two BLAS products ``R B`` and ``Rᵀ A``,
+      written column-major (:attr:`column_major`);
     * ``"dense"`` (when at least :data:`DENSE_DENSITY` of the entries are observed):
       ``A Bᵀ`` by row blocks (one BLAS product each) of at most
       :data:`BLOCK_OBSERVATIONS` entries on the CPU — blocks that stay in cache while
@@ -176,6 +177,18 @@ class PatternKernels:
     chunk_elements : int, default=None
         Overrides :data:`CHUNK_ELEMENTS`, and bounds the observation blocks too (tests
         use tiny chunks).
+
+    Attributes
+    ----------
+    column_major : bool
+        Whether the ``m × k`` and ``n × k`` operands and results of this method are
+        best stored column-major, as transposed views of ``k × m`` and ``k × n``
+        tensors (:meth:`tall`): true for ``"small"``. A BLAS product of thin
+        matrices runs faster when its result's contiguous rows are long — on a 2-core
+        EPYC, one thread, MKL, ``R B`` for ``R`` 100 × 100 and ``k = 10``: ≈ 35 µs
+        written row-major against ≈ 22 µs column-major in float64, ≈ 19 against
+        ≈ 6 µs in float32 — and torch hands either layout to BLAS without a copy.
+        The CSR kernels of the other methods write row-major results.
 
     Examples
     --------
@@ -212,6 +225,7 @@ class PatternKernels:
         self.pattern = pattern
         self.dtype = dtype
         self.method = method
+        self.column_major = method == "small"
         self.budget = budget
         self.block = min(budget, BLOCK_OBSERVATIONS if device.type == "cpu" else CHUNK_ELEMENTS)
         self._crow_host = pattern.crow.tolist()
@@ -318,7 +332,8 @@ class PatternKernels:
         alpha : float, default=1.0
             α, applied inside the products (no extra pass over the results).
         out : tuple of (Tensor of shape (m, k), Tensor of shape (n, k)), default=None
-            Written in place and returned, instead of new tensors.
+            Written in place and returned, instead of new tensors (of the layout of
+            :meth:`tall`). Any layout is correct; that of :meth:`tall` is the fastest.
 
         Returns
         -------
@@ -328,10 +343,7 @@ class PatternKernels:
         m, n = self.pattern.shape
         k = A.shape[1]
         if out is None:
-            out = (
-                torch.empty(m, B.shape[1], dtype=B.dtype, device=B.device),
-                torch.empty(n, k, dtype=A.dtype, device=A.device),
-            )
+            out = (self.tall(m, B.shape[1]), self.tall(n, k))
         RB, RtA = out
         if self.method == "small":
             R = self._residual
@@ -350,6 +362,29 @@ class PatternKernels:
         if not blocks:  # no observation at all
             RtA.zero_()
         return RB, RtA
+
+    def tall(self, rows: int, cols: int, *, name: str | None = None) -> torch.Tensor:
+        """A ``rows × cols`` tensor of this dtype and device, column-major if :attr:`column_major`.
+
+        Parameters
+        ----------
+        rows, cols : int
+        name : str, default=None
+            Return the persistent :meth:`buffer` of this name (zeros at first) instead
+            of a new, uninitialised tensor.
+
+        Returns
+        -------
+        Tensor of shape (rows, cols)
+            A transposed view of a contiguous ``cols × rows`` tensor if
+            :attr:`column_major`, else contiguous.
+        """
+        shape = (cols, rows) if self.column_major else (rows, cols)
+        if name is not None:
+            out = self.buffer(name, shape)
+        else:
+            out = torch.empty(shape, dtype=self.dtype, device=self.pattern.col.device)
+        return out.t() if self.column_major else out
 
     def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
         """``build()``, called once per ``key`` and kept (per-step lookups cost one dict get).

@@ -84,6 +84,31 @@ def test_buffer_is_persistent_per_name_and_shape():
     assert kern.buffer("x", (2, 3)) is not a and kern.buffer("y", (3, 2)) is not a
 
 
+@pytest.mark.parametrize(
+    ("method", "column_major"),
+    [("small", True), ("dense", False), ("sddmm", False), ("gather", False)],
+)
+def test_tall_layout_follows_the_method(method, column_major):
+    """``m × k`` results are column-major for the dense BLAS method only, in every entry point."""
+    m, n, k = 12, 9, 4
+    pat, rows, _ = _pattern(m, n, 40, seed=3)
+    kern = PatternKernels(pat, torch.float64, method=method)
+    assert kern.column_major is column_major
+    t = kern.tall(m, k)
+    assert t.shape == (m, k) and t.t().is_contiguous() is column_major
+    named = kern.tall(m, k, name="t")
+    assert named.data_ptr() == kern.tall(m, k, name="t").data_ptr() and torch.all(named == 0)
+    A, B = torch.randn(m, k, dtype=torch.float64), torch.randn(n, k, dtype=torch.float64)
+    RB, RtA = kern.matmul_pair(torch.ones(rows.shape[0], dtype=torch.float64), A, B)
+    assert RB.t().is_contiguous() is column_major and RtA.t().is_contiguous() is column_major
+    pat._kernels[(torch.float64, rows.device)] = kern
+    y = torch.randn(rows.shape[0], dtype=torch.float64)
+    cores = [torch.eye(k, dtype=torch.float64)] * 3
+    for reuse in (False, True):
+        _, gU, gV, _ = compressed_residual_and_grads(pat, y, 2.0, A, B, cores, reuse=reuse)
+        assert gU.t().is_contiguous() is column_major and gV.t().is_contiguous() is column_major
+
+
 @pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
 def test_kernels_rows_without_observations(method):
     pat, rows, cols = _pattern(10, 6, 30, empty_rows=True)
@@ -149,7 +174,8 @@ def test_compressed_residual_and_grads_match_autograd(method, reuse):
         if reuse and trial == 1:
             kern = pat.kernels(torch.float64)
             assert resid is kern.buffer("compressed.residual", (rows.shape[0],))
-            assert gV is kern.buffer("compressed.grad_V", (n, k))
+            buf = kern.tall(n, k, name="compressed.grad_V")
+            assert (gV.data_ptr(), gV.stride()) == (buf.data_ptr(), buf.stride())
 
 
 @pytest.mark.parametrize("reuse", [False, True])

@@ -71,6 +71,8 @@ def compressed_residual_and_grads(
         ``X_Ω − y``.
     grad_U : Tensor of shape (m, k)
     grad_V : Tensor of shape (n, k)
+        Column-major (transposed views) when the pattern's kernels write them so
+        (:meth:`~deepmc._kernels.PatternKernels.tall`).
     grad_cores : list of Tensor of shape (k, k)
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (U, V, *cores)):
@@ -129,7 +131,10 @@ class _StepBuffers:
     With ``persistent`` the tensors are :meth:`~deepmc._kernels.PatternKernels.buffer`
     tensors of the pattern (the residual, ``s·R V``, ``∇V`` and ``∇U`` under the names
     ``"compressed.<name>"``), kept by :meth:`~deepmc._kernels.PatternKernels.memo` and
-    overwritten by every step; otherwise they are new.
+    overwritten by every step; otherwise they are new. The ``m × k`` and ``n × k``
+    ones take the layout of :meth:`~deepmc._kernels.PatternKernels.tall`, in which the
+    kernels write them fastest (column-major for small matrices): ``∇U`` and ``∇V``
+    may then be transposed views.
     """
 
     def __init__(self, kernels: PatternKernels, k: int, L: int, persistent: bool) -> None:
@@ -137,17 +142,23 @@ class _StepBuffers:
         if persistent:
             def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
                 return kernels.buffer(f"compressed.{name}", shape)
+
+            def tall(name: str, rows: int) -> torch.Tensor:
+                return kernels.tall(rows, k, name=f"compressed.{name}")
         else:
             device = kernels.pattern.col.device
 
             def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
                 return torch.empty(shape, dtype=kernels.dtype, device=device)
 
-        self.A = new("A", (m, k))
+            def tall(name: str, rows: int) -> torch.Tensor:
+                return kernels.tall(rows, k)
+
+        self.A = tall("A", m)
         self.resid = new("residual", (kernels.pattern.n_observed,))
-        self.sRV = new("sRV", (m, k))
-        self.grad_V = new("grad_V", (n, k))
-        self.grad_U = new("grad_U", (m, k))
+        self.sRV = tall("sRV", m)
+        self.grad_V = tall("grad_V", n)
+        self.grad_U = tall("grad_U", m)
         self.prefixes = [new(f"prefix{j}", (k, k)) for j in range(2, L + 1)]
         self.back = [new(f"back{i}", (k, k)) for i in range(2)]
         self.grads = [new(f"grad_core{j}", (k, k)) for j in range(1, L + 1)]
