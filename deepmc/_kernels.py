@@ -142,7 +142,8 @@ class PatternKernels:
     * ``"small"`` (when ``m·n`` ≤ :data:`SMALL_ELEMENTS`): everything dense — ``A Bᵀ``
       in one BLAS call with Ω picked out by ``index_select``, and ``R`` scattered into a
       dense ``m × n`` buffer (zero off Ω) for two BLAS products ``R B`` and ``Rᵀ A``,
-      written column-major (:attr:`column_major`);
+      written column-major (:attr:`column_major`); :meth:`residual_pair`, the
+      training step's form, makes ``R`` in one dense ``addcmul`` instead;
     * ``"dense"`` (when at least :data:`DENSE_DENSITY` of the entries are observed):
       ``A Bᵀ`` by row blocks (one BLAS product each) of at most
       :data:`BLOCK_OBSERVATIONS` entries on the CPU — blocks that stay in cache while
@@ -248,8 +249,15 @@ class PatternKernels:
             self._residual = torch.zeros(m, n, dtype=dtype, device=device)  # zero off Ω
             # views made once, not per step
             self._dense_2d = self._dense.view(m, n)
+            self._dense_t = self._dense_2d.t()
             self._residual_flat = self._residual.view(-1)
             self._residual_t = self._residual.t()
+            # 1 on Ω, 0 elsewhere; −y on Ω for the last ``y`` seen (:meth:`residual_pair`)
+            self._mask = torch.zeros(m * n, dtype=dtype, device=device)
+            self._mask.index_fill_(0, self._linear, 1.0)
+            self._mask = self._mask.view(m, n)
+            self._neg_targets = torch.zeros(m * n, dtype=dtype, device=device)
+            self._targets_seen: tuple[torch.Tensor, int] | None = None
         elif method == "dense":
             rows_per_block = max(1, self.block // max(n, 1))
             for r0, r1, e0, e1 in _row_blocks(self._crow_host, rows_per_block, None):
@@ -385,6 +393,62 @@ class PatternKernels:
         else:
             out = torch.empty(shape, dtype=self.dtype, device=self.pattern.col.device)
         return out.t() if self.column_major else out
+
+    def residual_pair(
+        self,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        alpha: float = 1.0,
+        out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The residual ``r = (A Bᵀ)_Ω − y`` and ``(α R B, α Rᵀ A)`` for ``R`` with ``r`` on Ω.
+
+        :meth:`sampled`, a subtraction and :meth:`matmul_pair`, in fewer kernels for the
+        ``"small"`` method: there ``R = M ⊙ (A Bᵀ) − Y`` is formed densely in one
+        ``addcmul`` (``M`` the 0/1 mask of Ω, ``Y`` the dense ``y``) and ``r`` picked
+        out of it, instead of picking ``(A Bᵀ)_Ω``, subtracting ``y`` and scattering
+        the difference. ``Y`` is kept for the last ``y`` and rebuilt when another tensor
+        is passed or ``y`` was modified in place (its ``_version`` counter). The results
+        equal those of the separate calls exactly.
+
+        Parameters
+        ----------
+        A : Tensor of shape (m, k)
+        B : Tensor of shape (n, k)
+        y : Tensor of shape (N,)
+        alpha : float, default=1.0
+        out : tuple of (Tensor of shape (N,), Tensor of shape (m, k), Tensor of shape (n, k)),
+              default=None
+            Written in place and returned, instead of new tensors.
+
+        Returns
+        -------
+        residual : Tensor of shape (N,)
+        RB : Tensor of shape (m, k)
+        RtA : Tensor of shape (n, k)
+        """
+        if out is None:
+            out = (None, None, None)
+        resid, RB, RtA = out
+        if self.method != "small":
+            resid = self.sampled(A, B, out=resid).sub_(y)
+            pair = None if RB is None or RtA is None else (RB, RtA)
+            return (resid, *self.matmul_pair(resid, A, B, alpha=alpha, out=pair))
+        m, n = self.pattern.shape
+        if RB is None or RtA is None:
+            RB, RtA = self.tall(m, B.shape[1]), self.tall(n, A.shape[1])
+        seen = self._targets_seen
+        if seen is None or seen[0] is not y or seen[1] != y._version:
+            self._neg_targets.scatter_(0, self._linear, torch.neg(y))  # stays 0 off Ω
+            self._targets_seen = (y, y._version)
+        R = torch.mm(A, B.t(), out=self._dense_2d)
+        torch.addcmul(self._neg_targets.view(m, n), self._mask, R, out=R)
+        resid = torch.index_select(self._dense, 0, self._linear_ix, out=resid)
+        torch.addmm(RB, R, B, beta=0, alpha=alpha, out=RB)
+        torch.addmm(RtA, self._dense_t, A, beta=0, alpha=alpha, out=RtA)
+        return resid, RB, RtA
 
     def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
         """``build()``, called once per ``key`` and kept (per-step lookups cost one dict get).

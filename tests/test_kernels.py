@@ -77,6 +77,43 @@ def test_kernels_match_dense_reference(m, n, N, method, chunk, dtype):
     torch.testing.assert_close(res.double(), (A @ B.T)[rows, cols], **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
+def test_residual_pair_equals_the_separate_products(method, dtype):
+    """``residual_pair`` is ``sampled − y`` and ``matmul_pair`` of it, bit for bit.
+
+    The dense targets of the ``"small"`` method follow ``y``: another tensor, or the
+    same one modified in place, is used at once.
+    """
+    m, n, k = 12, 9, 4
+    pat, rows, _ = _pattern(m, n, 40, seed=3)
+    kern = PatternKernels(pat, dtype, method=method, chunk_elements=10)
+    g = torch.Generator().manual_seed(6)
+    y = torch.randn(rows.shape[0], dtype=dtype, generator=g)
+    for trial in range(4):
+        A = torch.randn(m, k, dtype=dtype, generator=g)
+        B = torch.randn(n, k, dtype=dtype, generator=g)
+        if trial == 1:
+            y.mul_(-2.0)  # in place: same tensor, new values
+        elif trial == 2:
+            y = torch.randn(rows.shape[0], dtype=dtype, generator=g)  # another tensor
+        expected_resid = kern.sampled(A, B) - y
+        expected = kern.matmul_pair(expected_resid, A, B, alpha=1.5)
+        if trial == 3:  # into caller buffers, stale contents ignored
+            out = (
+                torch.full_like(y, float("nan")),
+                kern.tall(m, k).fill_(float("nan")),
+                kern.tall(n, k).fill_(float("nan")),
+            )
+            got = kern.residual_pair(A, B, y, alpha=1.5, out=out)
+            assert all(a is b for a, b in zip(got, out, strict=True))
+        else:
+            got = kern.residual_pair(A, B, y, alpha=1.5)
+        torch.testing.assert_close(got[0], expected_resid, rtol=0, atol=0)
+        torch.testing.assert_close(got[1], expected[0], rtol=0, atol=0)
+        torch.testing.assert_close(got[2], expected[1], rtol=0, atol=0)
+
+
 def test_buffer_is_persistent_per_name_and_shape():
     kern = PatternKernels(_pattern(6, 5, 10)[0], torch.float32)
     a = kern.buffer("x", (3, 2))

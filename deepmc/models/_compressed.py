@@ -114,8 +114,7 @@ def _residual_and_grads(
         P = torch.mm(W, P, out=out)
     C_t = b.C_t if L > 1 else cores[0].t()
     A = torch.mm(U, P, out=b.A)
-    resid = kernels.sampled(A, V, out=b.resid).sub_(y)
-    sRV, grad_V = kernels.matmul_pair(resid, A, V, alpha=s, out=(b.sRV, b.grad_V))
+    resid, sRV, grad_V = kernels.residual_pair(A, V, y, alpha=s, out=(b.resid, b.sRV, b.grad_V))
     grad_U = torch.mm(sRV, C_t, out=b.grad_U)
     # backward on transposes: T_L = Gᵀ, ∇W_lᵀ = P_{l-1} T_l, T_{l-1} = T_l W_l
     T = torch.mm(b.sRV_t, U, out=b.grad_t[0] if L == 1 else b.back[(L - 1) % 2])
