@@ -300,7 +300,9 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
     def groups(ps):
         return [{"params": ps[:2], "lr": 0.07}, {"params": ps[2:], "lr": 0.011}]
 
+    given = [p.clone() for p in ours]  # gradients passed to step(), not set as .grad
     gd = GradientDescent(groups(ours), weight_decay=wd)
+    gd_given = GradientDescent(groups(given), weight_decay=wd)
     sgd = torch.optim.SGD(groups(theirs), lr=1.0, momentum=0.0, weight_decay=wd)
     for _ in range(5):
         grads = [torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(3)]
@@ -308,8 +310,12 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
             p.grad, q.grad = gr.clone(), gr.clone()
         gd.step()
         sgd.step()
-    for p, q in zip(ours, theirs):
-        assert torch.equal(p, q)
+        gd_given.step([grads[:2], grads[2:]])
+    for p, q, r in zip(ours, theirs, given):
+        assert torch.equal(p, q) and torch.equal(r, q)
+    assert all(r.grad is None for r in given)
+    with pytest.raises(ValueError, match="grads: expected 2 tensors"):
+        gd_given.step([grads[:1], grads[2:]])
     gd.zero_grad()
     assert all(p.grad is None for p in ours)
 
