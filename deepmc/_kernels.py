@@ -257,6 +257,7 @@ class PatternKernels:
             self._mask.index_fill_(0, self._linear, 1.0)
             self._mask = self._mask.view(m, n)
             self._neg_targets = torch.zeros(m * n, dtype=dtype, device=device)
+            self._neg_targets_2d = self._neg_targets.view(m, n)
             self._targets_seen: tuple[torch.Tensor, int] | None = None
         elif method == "dense":
             rows_per_block = max(1, self.block // max(n, 1))
@@ -436,15 +437,16 @@ class PatternKernels:
             resid = self.sampled(A, B, out=resid).sub_(y)
             pair = None if RB is None or RtA is None else (RB, RtA)
             return (resid, *self.matmul_pair(resid, A, B, alpha=alpha, out=pair))
-        m, n = self.pattern.shape
-        if RB is None or RtA is None:
-            RB, RtA = self.tall(m, B.shape[1]), self.tall(n, A.shape[1])
+        if RB is None:
+            RB = self.tall(A.shape[0], B.shape[1])
+        if RtA is None:
+            RtA = self.tall(B.shape[0], A.shape[1])
         seen = self._targets_seen
         if seen is None or seen[0] is not y or seen[1] != y._version:
             self._neg_targets.scatter_(0, self._linear, torch.neg(y))  # stays 0 off Ω
             self._targets_seen = (y, y._version)
         R = torch.mm(A, B.t(), out=self._dense_2d)
-        torch.addcmul(self._neg_targets.view(m, n), self._mask, R, out=R)
+        torch.addcmul(self._neg_targets_2d, self._mask, R, out=R)
         resid = torch.index_select(self._dense, 0, self._linear_ix, out=resid)
         torch.addmm(RB, R, B, beta=0, alpha=alpha, out=RB)
         torch.addmm(RtA, self._dense_t, A, beta=0, alpha=alpha, out=RtA)
