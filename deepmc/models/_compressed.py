@@ -110,17 +110,16 @@ def _residual_and_grads(
         b = _StepBuffers(kernels, k, L, False)
     # forward: P_1 = W_1, P_l = W_l P_{l-1}; C = P_L
     P = cores[0]
-    for W, out in zip(cores[1:], b.prefixes, strict=True):
-        P = torch.mm(W, P, out=out)
-    C_t = b.C_t if L > 1 else cores[0].t()
+    for i, out in b.forward:
+        P = torch.mm(cores[i], P, out=out)
     A = torch.mm(U, P, out=b.A)
-    resid, sRV, grad_V = kernels.residual_pair(A, V, y, alpha=s, out=(b.resid, b.sRV, b.grad_V))
-    grad_U = torch.mm(sRV, C_t, out=b.grad_U)
+    resid, sRV, grad_V = kernels.residual_pair(A, V, y, alpha=s, out=b.pair)
+    grad_U = torch.mm(sRV, b.C_t if L > 1 else cores[0].t(), out=b.grad_U)
     # backward on transposes: T_L = Gᵀ, ∇W_lᵀ = P_{l-1} T_l, T_{l-1} = T_l W_l
-    T = torch.mm(b.sRV_t, U, out=b.grad_t[0] if L == 1 else b.back[(L - 1) % 2])
-    for i in range(L - 1, 0, -1):  # layer l = i + 1
-        torch.mm(cores[0] if i == 1 else b.prefixes[i - 2], T, out=b.grad_t[i])
-        T = torch.mm(T, cores[i], out=b.grad_t[0] if i == 1 else b.back[(i - 1) % 2])
+    T = torch.mm(b.sRV_t, U, out=b.T_L)
+    for i, prefix, grad_t, back in b.backward:  # layer l = i + 1
+        torch.mm(cores[0] if prefix is None else prefix, T, out=grad_t)
+        T = torch.mm(T, cores[i], out=back)
     return resid, grad_U, grad_V, list(b.grads)  # a list of its own: callers may edit it
 
 
@@ -164,6 +163,20 @@ class _StepBuffers:
         self.grad_t = [g.t() for g in self.grads]
         self.sRV_t = self.sRV.t()
         self.C_t = self.prefixes[-1].t() if self.prefixes else None
+        # the loops' operands, unrolled once: (core index, out) of the forward products and
+        # (i, prefix P_{i-1} or None for W_1, ∇W_{i+1}ᵀ, next T) of the backward ones
+        self.pair = (self.resid, self.sRV, self.grad_V)
+        self.forward = list(zip(range(1, L), self.prefixes, strict=True))
+        self.T_L = self.grad_t[0] if L == 1 else self.back[(L - 1) % 2]
+        self.backward = [
+            (
+                i,
+                None if i == 1 else self.prefixes[i - 2],
+                self.grad_t[i],
+                self.grad_t[0] if i == 1 else self.back[(i - 1) % 2],
+            )
+            for i in range(L - 1, 0, -1)
+        ]
 
 
 def compressed_loss_and_grads(
