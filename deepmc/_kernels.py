@@ -96,9 +96,11 @@ class ObservedPattern:
 DENSE_DENSITY = 0.1
 #: Largest ``m·n`` for which :class:`PatternKernels` works on a dense ``m × n`` residual
 #: (method ``"small"``): the three products are then plain BLAS calls, which beat the
-#: CSR kernels while the matrix is a few times 10⁴ entries. Compressed step, one
-#: thread, loaded 2-core EPYC, k = 10: 100×100 at 30 % observed 128 µs dense against
-#: 160 µs sparse, equal at 5 %; 200×200 at 20 % 339 µs against 241 µs.
+#: CSR kernels while the matrix is a few times 10⁴ entries. Compressed gradients, one
+#: thread, loaded 2-core EPYC, k = 10, L = 3 (``"small"`` against ``"dense"``):
+#: 100×100 at 30 % observed 88 against 139 µs, at 5 % 82 against 117 µs; 128×128 at
+#: 20 % 112 against 147 µs; 200×200 at 20 % even (≈ 210 µs); 300×300 at 10 % 357
+#: against 268 µs.
 SMALL_ELEMENTS = 1 << 14
 #: Elements of the temporaries of one chunk (a dense block, or gathered rows); the extra
 #: memory of a product is O(min(N·k, CHUNK_ELEMENTS)) whatever N.
