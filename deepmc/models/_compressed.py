@@ -93,8 +93,9 @@ def _residual_and_grads(
     """:func:`compressed_residual_and_grads`, every product written with ``out=``.
 
     A step of a small problem is a few dozen kernels of a few microseconds each, so it
-    is bounded by dispatch: no product here allocates its result (with ``reuse``), and
-    no transposed view is taken per step. The back-propagation through the cores runs
+    is bounded by dispatch: no product here allocates its result (with ``reuse``), no
+    transposed view is taken here per step, and the loops run over operands unrolled
+    once per buffer set. The back-propagation through the cores runs
     on transposes, ``Tₗ = backₗᵀ``: with ``P_l = W_l ⋯ W_1`` the forward prefixes,
 
         ``T_L = Gᵀ = (s R V)ᵀ U``, ``∇_{W_l}ᵀ = P_{l−1} T_l``, ``T_{l−1} = T_l W_l``,
