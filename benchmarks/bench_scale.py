@@ -122,9 +122,7 @@ class _CompressedStepper:
         _resid, gU, gV, gcores = self._residual_and_grads(
             self.pattern, self.y, self.s, self.U, self.V, self.cores, reuse=True
         )
-        for p, g in zip(self.params, [*gcores, gU, gV]):
-            p.grad = g
-        self.opt.step()
+        self.opt.step([gcores, [gU, gV]])  # as the fit loop passes them
 
 
 class _FullStepper:
@@ -159,9 +157,7 @@ class _FullStepper:
 
     def step(self) -> None:
         _resid, grads = self._residual_and_grads(self.layers, self.Y, self.M, self.s)
-        for p, g in zip(self.layers, grads):
-            p.grad = g
-        self.opt.step()
+        self.opt.step([grads])
 
 
 class CompressedStep:

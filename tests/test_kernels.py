@@ -77,11 +77,73 @@ def test_kernels_match_dense_reference(m, n, N, method, chunk, dtype):
     torch.testing.assert_close(res.double(), (A @ B.T)[rows, cols], **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
+def test_residual_pair_equals_the_separate_products(method, dtype):
+    """``residual_pair`` is ``sampled − y`` and ``matmul_pair`` of it, bit for bit.
+
+    The dense targets of the ``"small"`` method follow ``y``: another tensor, or the
+    same one modified in place, is used at once.
+    """
+    m, n, k = 12, 9, 4
+    pat, rows, _ = _pattern(m, n, 40, seed=3)
+    kern = PatternKernels(pat, dtype, method=method, chunk_elements=10)
+    g = torch.Generator().manual_seed(6)
+    y = torch.randn(rows.shape[0], dtype=dtype, generator=g)
+    for trial in range(4):
+        A = torch.randn(m, k, dtype=dtype, generator=g)
+        B = torch.randn(n, k, dtype=dtype, generator=g)
+        if trial == 1:
+            y.mul_(-2.0)  # in place: same tensor, new values
+        elif trial == 2:
+            y = torch.randn(rows.shape[0], dtype=dtype, generator=g)  # another tensor
+        expected_resid = kern.sampled(A, B) - y
+        expected = kern.matmul_pair(expected_resid, A, B, alpha=1.5)
+        if trial == 3:  # into caller buffers, stale contents ignored
+            out = (
+                torch.full_like(y, float("nan")),
+                kern.tall(m, k).fill_(float("nan")),
+                kern.tall(n, k).fill_(float("nan")),
+            )
+            got = kern.residual_pair(A, B, y, alpha=1.5, out=out)
+            assert all(a is b for a, b in zip(got, out, strict=True))
+        else:
+            got = kern.residual_pair(A, B, y, alpha=1.5)
+        torch.testing.assert_close(got[0], expected_resid, rtol=0, atol=0)
+        torch.testing.assert_close(got[1], expected[0], rtol=0, atol=0)
+        torch.testing.assert_close(got[2], expected[1], rtol=0, atol=0)
+
+
 def test_buffer_is_persistent_per_name_and_shape():
     kern = PatternKernels(_pattern(6, 5, 10)[0], torch.float32)
     a = kern.buffer("x", (3, 2))
     assert kern.buffer("x", (3, 2)) is a and a.dtype == torch.float32
     assert kern.buffer("x", (2, 3)) is not a and kern.buffer("y", (3, 2)) is not a
+
+
+@pytest.mark.parametrize(
+    ("method", "column_major"),
+    [("small", True), ("dense", False), ("sddmm", False), ("gather", False)],
+)
+def test_tall_layout_follows_the_method(method, column_major):
+    """``m × k`` results are column-major for the dense BLAS method only, in every entry point."""
+    m, n, k = 12, 9, 4
+    pat, rows, _ = _pattern(m, n, 40, seed=3)
+    kern = PatternKernels(pat, torch.float64, method=method)
+    assert kern.column_major is column_major
+    t = kern.tall(m, k)
+    assert t.shape == (m, k) and t.t().is_contiguous() is column_major
+    named = kern.tall(m, k, name="t")
+    assert named.data_ptr() == kern.tall(m, k, name="t").data_ptr() and torch.all(named == 0)
+    A, B = torch.randn(m, k, dtype=torch.float64), torch.randn(n, k, dtype=torch.float64)
+    RB, RtA = kern.matmul_pair(torch.ones(rows.shape[0], dtype=torch.float64), A, B)
+    assert RB.t().is_contiguous() is column_major and RtA.t().is_contiguous() is column_major
+    pat._kernels[(torch.float64, rows.device)] = kern
+    y = torch.randn(rows.shape[0], dtype=torch.float64)
+    cores = [torch.eye(k, dtype=torch.float64)] * 3
+    for reuse in (False, True):
+        _, gU, gV, _ = compressed_residual_and_grads(pat, y, 2.0, A, B, cores, reuse=reuse)
+        assert gU.t().is_contiguous() is column_major and gV.t().is_contiguous() is column_major
 
 
 @pytest.mark.parametrize("method", ["small", "dense", "sddmm", "gather"])
@@ -149,7 +211,8 @@ def test_compressed_residual_and_grads_match_autograd(method, reuse):
         if reuse and trial == 1:
             kern = pat.kernels(torch.float64)
             assert resid is kern.buffer("compressed.residual", (rows.shape[0],))
-            assert gV is kern.buffer("compressed.grad_V", (n, k))
+            buf = kern.tall(n, k, name="compressed.grad_V")
+            assert (gV.data_ptr(), gV.stride()) == (buf.data_ptr(), buf.stride())
 
 
 @pytest.mark.parametrize("reuse", [False, True])
@@ -237,7 +300,9 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
     def groups(ps):
         return [{"params": ps[:2], "lr": 0.07}, {"params": ps[2:], "lr": 0.011}]
 
+    given = [p.clone() for p in ours]  # gradients passed to step(), not set as .grad
     gd = GradientDescent(groups(ours), weight_decay=wd)
+    gd_given = GradientDescent(groups(given), weight_decay=wd)
     sgd = torch.optim.SGD(groups(theirs), lr=1.0, momentum=0.0, weight_decay=wd)
     for _ in range(5):
         grads = [torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(3)]
@@ -245,8 +310,12 @@ def test_gradient_descent_is_sgd_bit_for_bit(wd):
             p.grad, q.grad = gr.clone(), gr.clone()
         gd.step()
         sgd.step()
-    for p, q in zip(ours, theirs):
-        assert torch.equal(p, q)
+        gd_given.step([grads[:2], grads[2:]])
+    for p, q, r in zip(ours, theirs, given):
+        assert torch.equal(p, q) and torch.equal(r, q)
+    assert all(r.grad is None for r in given)
+    with pytest.raises(ValueError, match="grads: expected 2 tensors"):
+        gd_given.step([grads[:1], grads[2:]])
     gd.zero_grad()
     assert all(p.grad is None for p in ours)
 

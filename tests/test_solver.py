@@ -288,6 +288,12 @@ def test_gradient_descent_momentum_is_heavy_ball_like_sgd():
             return torch.optim.SGD(ps, lr=0.1, momentum=beta)
 
         torch.testing.assert_close(run(ours), run(theirs))
+        # the gradients handed to step() directly: the same steps, bit for bit
+        W = torch.ones(6, dtype=torch.float64)
+        opt = ours([W])
+        for _ in range(20):
+            opt.step([[H @ W]])
+        assert torch.equal(W, run(ours)) and W.grad is None
     opt = GradientDescent([{"params": [torch.ones(2)], "lr": 0.1}])
     assert opt.momentum == 0.0
     with pytest.raises(ValueError, match="momentum"):

@@ -71,6 +71,8 @@ def compressed_residual_and_grads(
         ``X_Ω − y``.
     grad_U : Tensor of shape (m, k)
     grad_V : Tensor of shape (n, k)
+        Column-major (transposed views) when the pattern's kernels write them so
+        (:meth:`~deepmc._kernels.PatternKernels.tall`).
     grad_cores : list of Tensor of shape (k, k)
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (U, V, *cores)):
@@ -91,8 +93,9 @@ def _residual_and_grads(
     """:func:`compressed_residual_and_grads`, every product written with ``out=``.
 
     A step of a small problem is a few dozen kernels of a few microseconds each, so it
-    is bounded by dispatch: no product here allocates its result (with ``reuse``), and
-    no transposed view is taken per step. The back-propagation through the cores runs
+    is bounded by dispatch: no product here allocates its result (with ``reuse``), no
+    transposed view is taken here per step, and the loops run over operands unrolled
+    once per buffer set. The back-propagation through the cores runs
     on transposes, ``Tₗ = backₗᵀ``: with ``P_l = W_l ⋯ W_1`` the forward prefixes,
 
         ``T_L = Gᵀ = (s R V)ᵀ U``, ``∇_{W_l}ᵀ = P_{l−1} T_l``, ``T_{l−1} = T_l W_l``,
@@ -108,18 +111,16 @@ def _residual_and_grads(
         b = _StepBuffers(kernels, k, L, False)
     # forward: P_1 = W_1, P_l = W_l P_{l-1}; C = P_L
     P = cores[0]
-    for W, out in zip(cores[1:], b.prefixes, strict=True):
-        P = torch.mm(W, P, out=out)
-    C_t = b.C_t if L > 1 else cores[0].t()
+    for i, out in b.forward:
+        P = torch.mm(cores[i], P, out=out)
     A = torch.mm(U, P, out=b.A)
-    resid = kernels.sampled(A, V, out=b.resid).sub_(y)
-    sRV, grad_V = kernels.matmul_pair(resid, A, V, alpha=s, out=(b.sRV, b.grad_V))
-    grad_U = torch.mm(sRV, C_t, out=b.grad_U)
+    resid, sRV, grad_V = kernels.residual_pair(A, V, y, alpha=s, out=b.pair)
+    grad_U = torch.mm(sRV, b.C_t if L > 1 else cores[0].t(), out=b.grad_U)
     # backward on transposes: T_L = Gᵀ, ∇W_lᵀ = P_{l-1} T_l, T_{l-1} = T_l W_l
-    T = torch.mm(b.sRV_t, U, out=b.grad_t[0] if L == 1 else b.back[(L - 1) % 2])
-    for i in range(L - 1, 0, -1):  # layer l = i + 1
-        torch.mm(cores[0] if i == 1 else b.prefixes[i - 2], T, out=b.grad_t[i])
-        T = torch.mm(T, cores[i], out=b.grad_t[0] if i == 1 else b.back[(i - 1) % 2])
+    T = torch.mm(b.sRV_t, U, out=b.T_L)
+    for i, prefix, grad_t, back in b.backward:  # layer l = i + 1
+        torch.mm(cores[0] if prefix is None else prefix, T, out=grad_t)
+        T = torch.mm(T, cores[i], out=back)
     return resid, grad_U, grad_V, list(b.grads)  # a list of its own: callers may edit it
 
 
@@ -129,7 +130,10 @@ class _StepBuffers:
     With ``persistent`` the tensors are :meth:`~deepmc._kernels.PatternKernels.buffer`
     tensors of the pattern (the residual, ``s·R V``, ``∇V`` and ``∇U`` under the names
     ``"compressed.<name>"``), kept by :meth:`~deepmc._kernels.PatternKernels.memo` and
-    overwritten by every step; otherwise they are new.
+    overwritten by every step; otherwise they are new. The ``m × k`` and ``n × k``
+    ones take the layout of :meth:`~deepmc._kernels.PatternKernels.tall`, in which the
+    kernels write them fastest (column-major for small matrices): ``∇U`` and ``∇V``
+    may then be transposed views.
     """
 
     def __init__(self, kernels: PatternKernels, k: int, L: int, persistent: bool) -> None:
@@ -137,23 +141,43 @@ class _StepBuffers:
         if persistent:
             def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
                 return kernels.buffer(f"compressed.{name}", shape)
+
+            def tall(name: str, rows: int) -> torch.Tensor:
+                return kernels.tall(rows, k, name=f"compressed.{name}")
         else:
             device = kernels.pattern.col.device
 
             def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
                 return torch.empty(shape, dtype=kernels.dtype, device=device)
 
-        self.A = new("A", (m, k))
+            def tall(name: str, rows: int) -> torch.Tensor:
+                return kernels.tall(rows, k)
+
+        self.A = tall("A", m)
         self.resid = new("residual", (kernels.pattern.n_observed,))
-        self.sRV = new("sRV", (m, k))
-        self.grad_V = new("grad_V", (n, k))
-        self.grad_U = new("grad_U", (m, k))
+        self.sRV = tall("sRV", m)
+        self.grad_V = tall("grad_V", n)
+        self.grad_U = tall("grad_U", m)
         self.prefixes = [new(f"prefix{j}", (k, k)) for j in range(2, L + 1)]
         self.back = [new(f"back{i}", (k, k)) for i in range(2)]
         self.grads = [new(f"grad_core{j}", (k, k)) for j in range(1, L + 1)]
         self.grad_t = [g.t() for g in self.grads]
         self.sRV_t = self.sRV.t()
         self.C_t = self.prefixes[-1].t() if self.prefixes else None
+        # the loops' operands, unrolled once: (core index, out) of the forward products and
+        # (i, prefix P_{i-1} or None for W_1, ∇W_{i+1}ᵀ, next T) of the backward ones
+        self.pair = (self.resid, self.sRV, self.grad_V)
+        self.forward = list(zip(range(1, L), self.prefixes, strict=True))
+        self.T_L = self.grad_t[0] if L == 1 else self.back[(L - 1) % 2]
+        self.backward = [
+            (
+                i,
+                None if i == 1 else self.prefixes[i - 2],
+                self.grad_t[i],
+                self.grad_t[0] if i == 1 else self.back[(i - 1) % 2],
+            )
+            for i in range(L - 1, 0, -1)
+        ]
 
 
 def compressed_loss_and_grads(
