@@ -573,3 +573,37 @@ def test_residual_products_dense_when_small_csr_when_large(shape):
     x, y = rng.standard_normal((n, 3)), rng.standard_normal((m, 3))
     np.testing.assert_allclose(mv(torch.as_tensor(x)).numpy(), R @ x, atol=1e-12)
     np.testing.assert_allclose(rmv(torch.as_tensor(y)).numpy(), R.T @ y, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(30, 4), (4, 6), (12, 12)])
+def test_positive_qr_is_the_unique_qr_with_a_non_negative_diagonal(shape):
+    from deepmc._prune import positive_qr
+
+    Y = torch.from_numpy(np.random.default_rng(0).standard_normal(shape))
+    Q, R = positive_qr(Y)
+    d = min(shape)
+    assert Q.shape == (shape[0], d) and R.shape == (d, shape[1])
+    torch.testing.assert_close(Q @ R, Y)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(d, dtype=Y.dtype))
+    assert bool((torch.diagonal(R) >= 0).all())
+    # flipping a column's sign in Householder's factors gives the same positive factors
+    Q2, R2 = positive_qr(-Y)
+    torch.testing.assert_close(Q2, -Q)
+    torch.testing.assert_close(R2, R)
+
+
+def test_spectrum_signs_follow_the_right_vectors():
+    """The end-to-end singular vectors do not depend on the factorisation's sign choices."""
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    V = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    cores = [torch.randn(4, 4, generator=g, dtype=torch.float64) for _ in range(3)]
+    P, sigma, Q = compressed_spectrum(U, V, cores)
+    idx = Q.abs().argmax(dim=0)
+    assert bool((Q[idx, torch.arange(4)] > 0).all())
+    # the same X from differently signed factors: the same singular vectors
+    D = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+    P2, sigma2, Q2 = compressed_spectrum(U @ D, V @ D, [D @ W @ D for W in cores])
+    torch.testing.assert_close(sigma2, sigma)
+    torch.testing.assert_close(P2, P)
+    torch.testing.assert_close(Q2, Q)
