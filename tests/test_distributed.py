@@ -101,6 +101,16 @@ def _rel(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-300))
 
 
+def _assert_weights_close(est, fitted: dict, tol: float, name: str) -> None:
+    """Every weight of the single-process ``est`` within ``tol`` (relative) of ``fitted``."""
+    for key in ("U_", "V_", "cores_", "weights_"):
+        if hasattr(est, key):
+            ref, got = getattr(est, key), fitted[key]
+            pairs = zip(ref, got, strict=True) if isinstance(ref, list) else [(ref, got)]
+            for a, b in pairs:
+                assert _rel(a, b) < tol, (name, key)
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_distributed_fit_equals_single_process_fit(world, tmp_path, one_thread):
     results = run_world(world, tmp_path, _equivalence_worker)
@@ -120,12 +130,7 @@ def test_distributed_fit_equals_single_process_fit(world, tmp_path, one_thread):
             assert _rel(est.history_[col], hist[col]) < 1e-10, (name, col)
         change = est.history_["change"].to_numpy()[1:]  # the first check has no baseline
         assert _rel(change, hist["change"].to_numpy()[1:]) < 1e-10
-        for key in ("U_", "V_", "cores_", "weights_"):
-            if hasattr(est, key):
-                ref, got = getattr(est, key), fitted[key]
-                pairs = zip(ref, got, strict=True) if isinstance(ref, list) else [(ref, got)]
-                for a, b in pairs:
-                    assert _rel(a, b) < 1e-10, (name, key)
+        _assert_weights_close(est, fitted, 1e-10, name)
         assert fitted["scale_"] == pytest.approx(est.scale_, rel=1e-12)
         # every rank holds the same history (seconds aside)
         for other in results[1:]:
@@ -391,12 +396,7 @@ def test_distributed_default_fit_prunes_and_polishes_as_one_process(tmp_path, on
         assert list(hist["iteration"]) == list(est.history_["iteration"])
         assert stop == "converged"
         assert _rel(est.history_["loss"], hist["loss"]) < 1e-8, name
-        for key in ("U_", "V_", "cores_", "weights_"):
-            if hasattr(est, key):
-                ref, got = getattr(est, key), fitted[key]
-                pairs = zip(ref, got, strict=True) if isinstance(ref, list) else [(ref, got)]
-                for a, b in pairs:
-                    assert _rel(a, b) < 1e-8, (name, key)
+        _assert_weights_close(est, fitted, 1e-8, name)
         assert list(results[1][name][0]["event"]) == list(hist["event"])
     # the resumed run takes the uninterrupted run's steps, heavy-ball velocity included
     hist, stop, fitted = results[0]["resumed"]
