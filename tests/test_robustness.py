@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -192,6 +193,14 @@ def test_bad_parameter_is_refused_before_any_work(make, params, match, data, no_
     assert est.get_params()[next(iter(params))] == next(iter(params.values()))
     with pytest.raises(ValueError, match=match):
         est.fit(data["X"])
+
+
+@pytest.mark.parametrize("shape", [(1, 12), (9, 1)])
+def test_single_row_or_column_is_refused_by_the_compressed_network(shape, no_work):
+    X = np.arange(float(np.prod(shape))).reshape(shape)
+    match = r"at least 2 rows and 2 columns.*shape " + re.escape(str(shape))
+    with pytest.raises(ValueError, match=match):
+        _compressed(rank=1).fit(X)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -579,6 +579,11 @@ class CompressedNetwork:
         return {"parsimony": self.rank, "spectral": 2 * self.rank, "random": 1}[self.init]
 
     def check_shape(self, shape: tuple[int, int]) -> None:
+        if min(shape) < 2:
+            raise ValueError(
+                f"X: the compressed network needs a matrix with at least 2 rows and 2 "
+                f"columns (its width 2*rank is at least 2); got shape {shape}."
+            )
         if 2 * self.rank > min(shape):
             raise ValueError(
                 f"rank: the compressed network has width 2*rank = {2 * self.rank}, which "
