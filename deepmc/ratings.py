@@ -384,11 +384,13 @@ class RatingsCompletion(BaseEstimator):
         17.5 s sequentially (two torch threads), 9.1 s with ``n_jobs=2`` once the
         worker processes run, 16.3 s when they must first start (importing torch).
     device : {"auto", "cpu", "cuda"}, default="auto"
+        ``"auto"`` uses CUDA when available.
     dtype : {"float32", "float64"}, default="float32"
         Ratings carry about two significant digits; float32 halves the time per step.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation slice and the initialisation.
     verbose : int, default=0
+        Show a progress bar per member.
 
     Attributes
     ----------

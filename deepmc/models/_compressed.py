@@ -284,20 +284,33 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         of the bias Hessian spans the row counts, which rules out a common step);
         ``weight_decay`` adds ``λ a`` to that step as to any parameter.
     max_iter : int, default=20000
+        Maximum number of gradient steps.
     tol : float, default=1e-6
         Stop when the fitted values on Ω change by at most ``tol`` (relative) between
         two checks and the residual shows no escaping direction, as in
         :class:`DeepMatrixCompletion`.
     check_every : int, default=25
+        Steps between checks (tolerance, divergence, spectrum, history, progress).
+        Nothing is read back from the device between checks.
     early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the observed entries (seeded by
+        ``random_state``), stop when their RMSE has not improved for
+        ``n_iter_no_change`` checks, and keep the weights of the best check.
     validation_fraction : float, default=0.1
+        Fraction of the observations held out when ``early_stopping=True``.
     n_iter_no_change : int, default=10
-        As in :class:`DeepMatrixCompletion`.
+        Checks without improvement of the validation RMSE before stopping.
     device : {"auto", "cpu", "cuda"}, default="auto"
+        ``"auto"`` uses CUDA when available. Results are NumPy arrays on the host.
     dtype : {None, "float32", "float64"}, default=None
+        ``None`` keeps float32 input in float32 and uses float64 otherwise.
     random_state : int, RandomState instance or None, default=None
+        Seed of the initialisation (and of the validation split).
     verbose : int, default=0
+        Show a progress bar with the current loss.
     warm_start : bool, default=False
+        Continue from the fitted weights when refitting a matrix of the same shape, for
+        another ``max_iter`` steps (``n_iter_`` and ``history_`` continue).
 
     Attributes
     ----------
