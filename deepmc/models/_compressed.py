@@ -595,7 +595,8 @@ class CompressedNetwork:
         if min(shape) < 2:
             raise ValueError(
                 f"X: the compressed network needs a matrix with at least 2 rows and 2 "
-                f"columns (its width 2*rank is at least 2); got shape {shape}."
+                f"columns (its width 2*rank is at least 2); got shape {shape} "
+                f"(n_samples = {shape[0]}, n_features = {shape[1]})."
             )
         if 2 * self.rank > min(shape):
             raise ValueError(
