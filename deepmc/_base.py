@@ -304,7 +304,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             t_start += time.perf_counter() - t_monitor
         monitor = SpectralMonitor(
             network, data, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-            prune=self._prunes(),
+            prune=self._prunes(), scale=scale,
         )  # fmt: skip
         result = gradient_descent(
             network, data, params, lr=lr, optimizer=self.optimizer,
@@ -333,6 +333,17 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         for name, value in self._network.fitted_attributes(arrays, result.lr).items():
             setattr(self, name, value)
         last = result.history[-1]
+        self.rank_, noise = monitor.summary(result.params, float(last["residual"]))
+        self.noise_level_ = noise * self.scale_
+        if monitor.noise is not None and self.rank_ == 0:
+            warnings.warn(
+                f"{type(self).__name__}: no direction of the data stands out of the noise "
+                f"(estimated noise level {self.noise_level_:.3g}); the fit is the zero "
+                "matrix (rank_ = 0). The data may be pure noise, or too few entries are "
+                "observed to tell their structure from it.",
+                UserWarning,
+                stacklevel=4,
+            )
         if result.stop == "interrupted":
             warnings.warn(
                 f"{type(self).__name__}: fit interrupted at iteration {result.n_iter}; keeping "

@@ -48,6 +48,7 @@ import torch
 
 from ._data import TrainingData
 from ._kernels import SMALL_ELEMENTS, _csr, chain_product
+from ._noise import noise_edge, noise_level, signal_rank
 
 __all__ = [
     "LINEAR",
@@ -78,6 +79,9 @@ OUTLIER = 3.0
 RESOLUTION = 100.0
 #: Largest relative change of the kept singular values between checks for a prune.
 STABLE = 1e-2
+#: Largest relative change of the signal singular values between checks for a cut at
+#: the noise edge (the noise the network learns meanwhile moves them a little).
+NOISE_STABLE = 0.1
 #: ``σ_{keep+1}`` growing by more than this factor per check is a direction being learned.
 GROWTH = 1.1
 #: A direction of ``X`` counts as learned once its singular value exceeds this multiple
@@ -728,6 +732,7 @@ class SpectralMonitor:
     min_gap: float = MIN_GAP
     seed: int = 0
     rows: LocalRows = LOCAL
+    scale: float = 1.0
     pruned: int | None = None
     reseeds: int = 0
     rebalanced: int | None = None
@@ -736,6 +741,7 @@ class SpectralMonitor:
     _polish: list = field(default_factory=list, repr=False)
     plateau: dict | None = None
     gap_seen: bool = False
+    noise: float | None = None
     _analysis: _Analysis | None = field(default=None, repr=False)
     _previous: tuple[np.ndarray, float] | None = field(default=None, repr=False)
     _residual: _Residual | None = field(default=None, repr=False)
@@ -745,7 +751,7 @@ class SpectralMonitor:
     #: What :meth:`state_dict` saves: every decision and measurement carried between checks.
     _STATE = (
         "pruned", "reseeds", "rebalanced", "momentum", "_waited", "_polish", "plateau",
-        "gap_seen", "_previous",
+        "gap_seen", "_previous", "noise",
     )  # fmt: skip
 
     def state_dict(self) -> dict:
@@ -842,6 +848,9 @@ class SpectralMonitor:
         if check.iteration == self._resumed_at:  # decided before the checkpoint
             return ""
         if check.row["change"] <= self.tol:
+            if self.noise is not None:  # cut at the noise edge: the rest is noise
+                self.plateau = None
+                return "converged"
             an = self._analyse(check)
             learned = an.learned if self.pruned is None else self.pruned
             # with every slot learned there is no capacity left for another direction
@@ -948,6 +957,8 @@ class SpectralMonitor:
         keep, sig = an.keep, an.sigma
         nxt = float(sig[keep]) if keep < sig.shape[0] else 0.0
         previous, self._previous = self._previous, (sig.copy(), nxt)
+        if previous is not None and self._noise_cut(check, an, previous[0]):
+            return True
         if an.ratio < self.min_gap or keep >= sig.shape[0] or previous is None:
             if self.rebalanced == keep:  # learned part in the linear regime
                 self._accelerate(check)
@@ -989,6 +1000,77 @@ class SpectralMonitor:
                 return False
         self._restart(check.optimizer, cut=self.pruned is not None)
         self._previous = None
+        check.row["event"] = (check.row["event"] + " " + note).strip()
+        return True
+
+    def summary(self, params: Any, relative_residual: float) -> tuple[int, float]:
+        """``(rank, noise)`` of the final fit: the directions kept and the noise level.
+
+        The rank is the one the prune locked, or else the number of singular values of
+        ``X`` learned (above :data:`INIT_MARGIN` ``· ε^L``). The noise level (normalised
+        units, NaN when too few residual degrees of freedom are left) is
+        :func:`~deepmc._noise.noise_level` of the final residual at that rank.
+        """
+        if self.pruned is not None:
+            rank = self.pruned
+        else:
+            with torch.no_grad():
+                _, sigma, _ = self.network.spectrum(params, rows=self.rows)
+            level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
+            rank = int(torch.count_nonzero(sigma > level))
+        m, n = self.shape
+        rss = (relative_residual * self.data.y_norm) ** 2
+        sigma = noise_level(rss, round(m * n / self.data.sampling_scale), (m, n), rank)
+        return rank, math.nan if sigma is None else sigma
+
+    def _rss(self, check: Any) -> float:
+        """``Σ_Ω (X − Y)²`` (normalised units) over the whole matrix."""
+        r = check.residual
+        if r.shape != self.data.y.shape:  # a dense masked residual: zero off Ω
+            r = r[self.data.rows, self.data.cols]
+        return float(self.rows.sum_(r.square().sum()))
+
+    def _noise_cut(self, check: Any, an: _Analysis, prev_sig: np.ndarray) -> bool:
+        """Prune at the noise edge once the network learns directions below it.
+
+        With ``k`` the learned directions, the noise level is read off the residual
+        (:func:`~deepmc._noise.noise_level`) and the learned singular values of ``X``
+        above the noise edge (:func:`~deepmc._noise.noise_edge`) are the signal. When
+        some learned ones are below it, the signal ones have settled (relative change
+        ≤ :data:`STABLE`) and the residual outside them has no escaping direction, the
+        network is fitting noise: it is cut to the signal directions, which are then
+        polished, and the rank is locked (:attr:`noise` records the level).
+        """
+        learned = an.learned
+        if learned == 0:
+            return False
+        m, n = self.shape
+        s = self.data.sampling_scale
+        sigma = noise_level(self._rss(check), round(m * n / s), (m, n), learned)
+        if sigma is None:
+            return False
+        edge = noise_edge(sigma, (m, n), s)
+        keep = signal_rank(an.sigma, edge)
+        if keep >= learned or signal_rank(prev_sig, edge) != keep:
+            return False
+        if an.ratio >= self.min_gap and an.keep == keep:  # a spectral gap: the prune's
+            return False
+        top = an.sigma[:keep]
+        if keep and np.max(np.abs(top - prev_sig[:keep]) / top) > NOISE_STABLE:
+            return False
+        # the estimate needs the kept directions fitted (at least the top one learned)
+        if self._linear(check, an, max(keep, 1)) > LINEAR or self._escaping(check, an, keep):
+            return False
+        with torch.no_grad():
+            self.network.prune(check.params, keep, rows=self.rows)
+            rebalance_for_polish(check.params, keep, self.network.lr_ratios, rows=self.rows)
+        self.pruned, self.noise = keep, sigma
+        self._restart(check.optimizer, cut=True)
+        self._previous = None
+        note = (
+            f"noise level {sigma * self.scale:.3g}: pruned to rank {keep}, the directions "
+            "above the noise edge"
+        )
         check.row["event"] = (check.row["event"] + " " + note).strip()
         return True
 
