@@ -17,8 +17,13 @@ out of it:
   ``θ > √s σ (m n)^{1/4}`` (the BBP transition; Benaych-Georges & Nadakuditi 2012),
   and the optimal hard threshold of a fully observed square matrix keeps
   ``θ > √3 · σ √n`` (Gavish & Donoho 2014, the value whose observed singular value
-  is ``(4/√3) σ √n``). :data:`EDGE` is that factor, applied to the sampled noise scale;
-* :func:`signal_rank` — how many singular values clear the edge.
+  is ``(4/√3) σ √n``). A network fitting the noise learns its top directions at about
+  the bulk edge, and above it as it goes on interpolating Ω, so the edge used is the
+  bulk edge itself, :data:`EDGE` ``· √s σ (√m + √n)`` (for a square matrix ``2 √n``
+  against Gavish & Donoho's ``√3 √n``: a signal direction between the two is given up);
+* :func:`signal_rank` — how many singular values clear the edge;
+* :func:`cut_rank` — the self-consistent rank ``k``: the most directions such that the
+  ``k``-th clears the edge of the noise level estimated with ``k`` directions fitted.
 
 :class:`deepmc._prune.SpectralMonitor` uses them to cut the fit at the noise edge and
 stop polishing the noise; the estimators report :func:`noise_level` (in data units) as
@@ -39,11 +44,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EDGE", "MIN_RESIDUAL_DOF", "noise_edge", "noise_level", "signal_rank"]
+__all__ = [
+    "EDGE",
+    "MIN_RESIDUAL_DOF",
+    "cut_rank",
+    "degrees_of_freedom",
+    "noise_edge",
+    "noise_level",
+    "signal_rank",
+]
 
-#: Multiple of ``√s σ (m n)^{1/4}`` a learned singular value must exceed to count as
-#: signal: Gavish & Donoho's ``√3`` for a square matrix.
-EDGE = math.sqrt(3.0)
+#: Multiple of the noise bulk edge ``√s σ (√m + √n)`` a learned singular value must
+#: exceed to count as signal.
+EDGE = 1.0
 #: Smallest fraction of the observations left as residual degrees of freedom for the
 #: noise level to be estimated (``N − k(m + n − k) ≥ MIN_RESIDUAL_DOF · N``).
 MIN_RESIDUAL_DOF = 0.1
@@ -91,7 +104,7 @@ def noise_level(rss: float, n_observed: int, shape: tuple[int, int], rank: int) 
 
 
 def noise_edge(sigma: float, shape: tuple[int, int], sampling_scale: float) -> float:
-    """The noise edge ``EDGE · √s · σ · (m n)^{1/4}`` for the end-to-end singular values.
+    """The noise edge ``EDGE · √s · σ · (√m + √n)`` for the end-to-end singular values.
 
     Parameters
     ----------
@@ -109,10 +122,10 @@ def noise_edge(sigma: float, shape: tuple[int, int], sampling_scale: float) -> f
     Examples
     --------
     >>> round(noise_edge(0.1, (100, 100), 4.0), 3)
-    3.464
+    4.0
     """
     m, n = shape
-    return EDGE * math.sqrt(sampling_scale) * float(sigma) * (m * n) ** 0.25
+    return EDGE * math.sqrt(sampling_scale) * float(sigma) * (math.sqrt(m) + math.sqrt(n))
 
 
 def signal_rank(singular_values: Any, edge: float) -> int:
@@ -125,3 +138,58 @@ def signal_rank(singular_values: Any, edge: float) -> int:
     """
     s = np.asarray(singular_values, dtype=np.float64)
     return int(np.count_nonzero(s > edge))
+
+
+def cut_rank(
+    singular_values: Any,
+    rss_by_rank: Any,
+    n_observed: int,
+    shape: tuple[int, int],
+    sampling_scale: float,
+) -> tuple[int, float | None]:
+    """The directions of a fit that stand out of its noise: ``(k, σ)``.
+
+    ``k`` is the largest count such that the ``k``-th singular value exceeds the
+    :func:`noise_edge` of the :func:`noise_level` of the fit cut to its top ``k``
+    directions (the edge grows with ``k`` while the singular values fall, so the
+    condition holds for every count up to ``k`` and for none above). Measuring the
+    noise on the *cut* fit matters: the noise that the directions past ``k`` have
+    already learned is noise, and counts as such. ``σ`` is that noise level, or
+    ``None`` when not even ``k = 0`` leaves enough residual degrees of freedom.
+
+    Parameters
+    ----------
+    singular_values : array-like of shape (p,)
+        Of the fitted matrix, decreasing.
+    rss_by_rank : array-like of shape (q,)
+        ``rss_by_rank[k]``: the residual sum of squares on Ω of the fit cut to its top
+        ``k`` directions (``q ≤ p + 1``; counts past ``q − 1`` use the last).
+    n_observed : int
+    shape : tuple of (int, int)
+    sampling_scale : float
+        ``s = m·n / N``.
+
+    Returns
+    -------
+    k : int
+    sigma : float or None
+
+    Examples
+    --------
+    >>> k, sigma = cut_rank([30.0, 25.0, 2.0, 1.0], [1500.0, 1000.0, 900.0], 1000,
+    ...                     (50, 50), 2.5)
+    >>> k, round(sigma, 3)
+    (2, 1.058)
+    """
+    s = np.asarray(singular_values, dtype=np.float64)
+    rss = np.asarray(rss_by_rank, dtype=np.float64)
+    if rss.ndim != 1 or rss.size == 0:
+        raise ValueError(f"rss_by_rank: expected a non-empty 1-D array, got {rss!r}.")
+    sigma = noise_level(float(rss[0]), n_observed, shape, 0)
+    keep = 0
+    for k in range(1, s.size + 1):
+        level = noise_level(float(rss[min(k, rss.size - 1)]), n_observed, shape, k)
+        if level is None or s[k - 1] <= noise_edge(level, shape, sampling_scale):
+            break
+        keep, sigma = k, level
+    return keep, sigma

@@ -48,7 +48,7 @@ import torch
 
 from ._data import TrainingData
 from ._kernels import SMALL_ELEMENTS, _csr, chain_product
-from ._noise import noise_edge, noise_level, signal_rank
+from ._noise import cut_rank, noise_edge, noise_level, signal_rank
 
 __all__ = [
     "LINEAR",
@@ -1023,12 +1023,24 @@ class SpectralMonitor:
         sigma = noise_level(rss, round(m * n / self.data.sampling_scale), (m, n), rank)
         return rank, math.nan if sigma is None else sigma
 
-    def _rss(self, check: Any) -> float:
-        """``Σ_Ω (X − Y)²`` (normalised units) over the whole matrix."""
+    def _rss_by_rank(self, check: Any, an: _Analysis, top: int) -> list[float]:
+        """``Σ_Ω (X_k − Y)²`` for ``X`` cut to its top ``k = 0, …, top`` directions.
+
+        The directions past ``top`` are left in (ε-sized, not learned). One sampled
+        product per direction, accumulated from the last: ``O(N · top)``.
+        """
+        data = self.data
         r = check.residual
-        if r.shape != self.data.y.shape:  # a dense masked residual: zero off Ω
-            r = r[self.data.rows, self.data.cols]
-        return float(self.rows.sum_(r.square().sum()))
+        if r.shape != data.y.shape:  # a dense masked residual: zero off Ω
+            r = r[data.rows, data.cols]
+        kernels = data.pattern.kernels(an.P.dtype)
+        sigma = torch.as_tensor(an.sigma).to(an.P)
+        out = [float(self.rows.sum_(r.square().sum()))]
+        with torch.no_grad():
+            for i in range(min(top, sigma.shape[0]) - 1, -1, -1):
+                r = r - kernels.sampled(an.P[:, i : i + 1] * sigma[i], an.Q[:, i : i + 1])
+                out.append(float(self.rows.sum_(r.square().sum())))
+        return out[::-1]
 
     def _noise_cut(self, check: Any, an: _Analysis, prev_sig: np.ndarray) -> bool:
         """Prune at the noise edge once the network learns directions below it.
@@ -1046,11 +1058,11 @@ class SpectralMonitor:
             return False
         m, n = self.shape
         s = self.data.sampling_scale
-        sigma = noise_level(self._rss(check), round(m * n / s), (m, n), learned)
+        rss = self._rss_by_rank(check, an, learned)
+        keep, sigma = cut_rank(an.sigma, rss, round(m * n / s), (m, n), s)
         if sigma is None:
             return False
         edge = noise_edge(sigma, (m, n), s)
-        keep = signal_rank(an.sigma, edge)
         if keep >= learned or signal_rank(prev_sig, edge) != keep:
             return False
         if an.ratio >= self.min_gap and an.keep == keep:  # a spectral gap: the prune's
