@@ -22,6 +22,8 @@ out of it:
   bulk edge itself, :data:`EDGE` ``· √s σ (√m + √n)`` (for a square matrix ``2 √n``
   against Gavish & Donoho's ``√3 √n``: a signal direction between the two is given up);
 * :func:`signal_rank` — how many singular values clear the edge;
+* :func:`statistically_settled` — whether what gradient descent still has to move is
+  negligible beside the statistical error of the fit (the stop after a cut);
 * :func:`cut_rank` — the self-consistent rank ``k``: the most directions such that the
   ``k``-th clears the edge of the noise level estimated with ``k`` directions fitted.
 
@@ -52,11 +54,15 @@ __all__ = [
     "noise_edge",
     "noise_level",
     "signal_rank",
+    "statistically_settled",
 ]
 
 #: Multiple of the noise bulk edge ``√s σ (√m + √n)`` a learned singular value must
 #: exceed to count as signal.
 EDGE = 1.0
+#: Fraction of the statistical error below which the distance left to the least-squares
+#: fit does not matter (the polish after a cut at the noise edge stops there).
+SETTLED = 1e-2
 #: Smallest fraction of the observations left as residual degrees of freedom for the
 #: noise level to be estimated (``N − k(m + n − k) ≥ MIN_RESIDUAL_DOF · N``).
 MIN_RESIDUAL_DOF = 0.1
@@ -193,3 +199,47 @@ def cut_rank(
             break
         keep, sigma = k, level
     return keep, sigma
+
+
+def statistically_settled(
+    change: float, previous_change: float | None, fitted_norm: float, sigma: float, dof: int
+) -> bool:
+    """Whether a linearly converging fit is within :data:`SETTLED` of its statistical error.
+
+    Gradient descent on a rank-``k`` fit contracts the distance to its least-squares
+    solution by ``ρ = change / previous_change`` per check, so about
+    ``change · ρ / (1 − ρ)`` (relative to the fitted values) is left to move. The
+    least-squares fit itself is off the truth by about ``σ √dof`` on Ω (``dof =
+    k (m + n − k)`` parameters fitted to noise of standard deviation ``σ``): polishing
+    to far below that changes nothing that can be measured.
+
+    Parameters
+    ----------
+    change : float
+        The relative change of the fitted values on Ω at this check.
+    previous_change : float or None
+        At the previous check.
+    fitted_norm : float
+        ``‖X_Ω‖`` (the norm ``change`` is relative to).
+    sigma : float
+        The noise level (same units as ``fitted_norm``).
+    dof : int
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> statistically_settled(1e-5, 2e-5, 10.0, 0.1, 400)
+    True
+    >>> statistically_settled(1e-2, 1.01e-2, 10.0, 0.1, 400)
+    False
+    """
+    if previous_change is None or not previous_change > 0:
+        return False
+    rho = change / previous_change
+    if not 0.0 <= rho < 1.0:
+        return False
+    left = change * rho / (1.0 - rho) * fitted_norm
+    return left <= SETTLED * sigma * math.sqrt(max(dof, 1))

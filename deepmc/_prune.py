@@ -48,7 +48,14 @@ import torch
 
 from ._data import TrainingData
 from ._kernels import SMALL_ELEMENTS, _csr, chain_product
-from ._noise import cut_rank, noise_edge, noise_level, signal_rank
+from ._noise import (
+    cut_rank,
+    degrees_of_freedom,
+    noise_edge,
+    noise_level,
+    signal_rank,
+    statistically_settled,
+)
 
 __all__ = [
     "LINEAR",
@@ -747,11 +754,12 @@ class SpectralMonitor:
     _residual: _Residual | None = field(default=None, repr=False)
     _shape: tuple[int, int] | None = field(default=None, repr=False)
     _resumed_at: int | None = field(default=None, repr=False)
+    _last_change: float | None = field(default=None, repr=False)
 
     #: What :meth:`state_dict` saves: every decision and measurement carried between checks.
     _STATE = (
         "pruned", "reseeds", "rebalanced", "momentum", "_waited", "_polish", "plateau",
-        "gap_seen", "_previous", "noise",
+        "gap_seen", "_previous", "noise", "_last_change",
     )  # fmt: skip
 
     def state_dict(self) -> dict:
@@ -847,10 +855,10 @@ class SpectralMonitor:
         """``"converged"``, ``"early_stopping"`` or ``""`` (see the class docstring)."""
         if check.iteration == self._resumed_at:  # decided before the checkpoint
             return ""
+        if self.noise is not None and self._noise_settled(check):
+            self.plateau = None  # cut at the noise edge: the rest is noise
+            return "converged"
         if check.row["change"] <= self.tol:
-            if self.noise is not None:  # cut at the noise edge: the rest is noise
-                self.plateau = None
-                return "converged"
             an = self._analyse(check)
             learned = an.learned if self.pruned is None else self.pruned
             # with every slot learned there is no capacity left for another direction
@@ -1022,6 +1030,20 @@ class SpectralMonitor:
         rss = (relative_residual * self.data.y_norm) ** 2
         sigma = noise_level(rss, round(m * n / self.data.sampling_scale), (m, n), rank)
         return rank, math.nan if sigma is None else sigma
+
+    def _noise_settled(self, check: Any) -> bool:
+        """After a cut at the noise edge: change ≤ tol, or settled to the noise's precision."""
+        change, previous = check.row["change"], self._last_change
+        self._last_change = change
+        if change <= self.tol:
+            return True
+        data = self.data
+        r = check.residual
+        if r.shape != data.y.shape:  # a dense masked residual
+            r = r[data.rows, data.cols]
+        fitted = math.sqrt(float(self.rows.sum_((r + data.y).square().sum())))
+        dof = degrees_of_freedom(self.shape, self.pruned or 0)
+        return statistically_settled(change, previous, fitted, self.noise, dof)
 
     def _rss_by_rank(self, check: Any, an: _Analysis, top: int) -> list[float]:
         """``Σ_Ω (X_k − Y)²`` for ``X`` cut to its top ``k = 0, …, top`` directions.
