@@ -176,11 +176,11 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Whether this fit prunes and polishes (``solver="auto"`` with plain GD)."""
         return self.solver == "auto" and self.optimizer == "gd"
 
-    def _prune_init_scale(self) -> float:
+    def _prune_init_scale(self, shape: tuple[int, int] | None = None) -> float:
         """``init_scale="auto"`` when the fit prunes (see :meth:`_resolve_init_scale`)."""
         return _PRUNE_INIT_SCALE
 
-    def _resolve_init_scale(self) -> float:
+    def _resolve_init_scale(self, shape: tuple[int, int] | None = None) -> float:
         """ε relative to σ₁^{1/L} when ``"auto"``: 0.1 with pruning, else ``tol^{1/L}``.
 
         The attainable recovery error of plain gradient descent is roughly ε^L while the
@@ -192,7 +192,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if self.init_scale != "auto":
             return float(self.init_scale)
         if self._prunes():
-            return self._prune_init_scale()
+            return self._prune_init_scale(shape)
         return float(min(0.1, max(1e-3, max(self.tol, 1e-12) ** (1.0 / self.depth))))
 
     # ------------------------------------------------------------------ fit
@@ -262,7 +262,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"X: no observed entries in a matrix of shape {obs.shape}; at least one "
                 "finite entry is needed."
             )
-        init_scale = self._resolve_init_scale()
+        init_scale = self._resolve_init_scale(obs.shape)
         network = self._build_network(init_scale)
         network.check_shape(obs.shape)
         t_start = time.perf_counter()

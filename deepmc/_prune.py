@@ -89,6 +89,17 @@ STABLE = 1e-2
 #: Largest relative change of the signal singular values between checks for a cut at
 #: the noise edge (the noise the network learns meanwhile moves them a little).
 NOISE_STABLE = 0.1
+#: A direction below the noise edge counts as noise being learned from this fraction of
+#: the edge on.
+NOISE_LEARNED = 0.25
+#: A settled fit that has learned no direction and whose relative training residual is
+#: above this has not left its initialisation (it is not converged).
+AT_INIT = 0.5
+#: Directions below the noise edge learned together before they count as noise.
+NOISE_TOGETHER = 2
+#: The top singular value of the residual outside the kept directions may exceed the
+#: noise edge by this factor (finite-size fluctuations) for the rest to count as noise.
+NOISE_OUTLIER = 1.2
 #: ``σ_{keep+1}`` growing by more than this factor per check is a direction being learned.
 GROWTH = 1.1
 #: A direction of ``X`` counts as learned once its singular value exceeds this multiple
@@ -861,6 +872,10 @@ class SpectralMonitor:
         if check.row["change"] <= self.tol:
             an = self._analyse(check)
             learned = an.learned if self.pruned is None else self.pruned
+            if learned == 0 and self.pruned is None and check.row["residual"] > AT_INIT:
+                # nothing learned, nothing fitted: the plateau of a too small ε^L
+                self.plateau = {"iteration": check.iteration, "keep": 0, "at_init": True}
+                return self._early(check)
             # with every slot learned there is no capacity left for another direction
             if learned >= an.sigma.shape[0] or not self._escaping(check, an, learned):
                 self.plateau = None
@@ -874,6 +889,9 @@ class SpectralMonitor:
                 "value": s1,
                 "ratio": s1 / an.sigma[learned - 1] if learned else math.inf,
             }
+        return self._early(check)
+
+    def _early(self, check: Any) -> str:
         if check.since_best is not None and check.since_best >= self.n_iter_no_change:
             return "early_stopping"
         return ""
@@ -890,6 +908,15 @@ class SpectralMonitor:
             The data scale (singular values are reported in user units).
         """
         plateau = self.plateau
+        if plateau is not None and plateau.get("at_init"):
+            return (
+                f"the fitted values settled (relative change ≤ tol={self.tol:g} at "
+                f"iteration {plateau['iteration']}) without learning any direction "
+                f"(training residual {last['residual']:.3g}): with ε^L = "
+                f"{float(self.network.init_scale) ** int(self.network.depth):.3g} the "
+                "initial plateau lasts about 1/(lr · ε^(L−2)) steps. Increase init_scale "
+                "or decrease depth."
+            )
         if plateau is not None:
             return (
                 f"the fitted values settled (relative change ≤ tol={self.tol:g} at "
@@ -1085,15 +1112,27 @@ class SpectralMonitor:
         if sigma is None:
             return False
         edge = noise_edge(sigma, (m, n), s)
-        if keep >= learned or signal_rank(prev_sig, edge) != keep:
+        # directions below the edge are being learned, beyond the ε-level growth, and
+        # several at once: the top of the noise bulk is flat, so noise is learned by
+        # several directions together where signal is learned one after another (one
+        # more is asked before calling the whole matrix noise)
+        together = NOISE_TOGETHER + (keep == 0)
+        below = an.sigma[keep : keep + together]
+        if keep >= learned or below.size < together or below[-1] < NOISE_LEARNED * edge:
+            return False
+        if signal_rank(prev_sig, edge) != keep:
             return False
         if an.ratio >= self.min_gap and an.keep == keep:  # a spectral gap: the prune's
             return False
         top = an.sigma[:keep]
         if keep and np.max(np.abs(top - prev_sig[:keep]) / top) > NOISE_STABLE:
             return False
-        # the estimate needs the kept directions fitted (at least the top one learned)
+        # the estimate needs the kept directions fitted (at least the top one learned),
+        # and what is left outside them must look like noise of that level
         if self._linear(check, an, max(keep, 1)) > LINEAR or self._escaping(check, an, keep):
+            return False
+        top_left = float(self._escape(check, an, keep)[1][0])
+        if top_left > NOISE_OUTLIER * edge:
             return False
         with torch.no_grad():
             self.network.prune(check.params, keep, rows=self.rows)

@@ -308,11 +308,13 @@ class DeepMatrixCompletion(_BaseDeepMC):
         )
         self.width = width
 
-    def _prune_init_scale(self) -> float:
+    def _prune_init_scale(self, shape: tuple[int, int] | None = None) -> float:
         # At full width the ε-sized complement spans every direction of X; at ε = 0.1 it
         # fits the unobserved entries before a spectral gap forms (problem A: no gap in
-        # 3,000 steps), while ε = 0.03 prunes at step 275 and reaches 1e-6 at 775.
-        return 0.03 if self.width is None else super()._prune_init_scale()
+        # 3,000 steps), while ε = 0.03 prunes at step 275 and reaches 1e-6 at 775. A
+        # "narrow" width of at least min(m, n) spans every direction too.
+        full = self.width is None or (shape is not None and self.width >= min(shape))
+        return 0.03 if full else super()._prune_init_scale(shape)
 
     def _build_network(self, init_scale: float) -> FullNetwork:
         return FullNetwork(width=self.width, depth=self.depth, init_scale=init_scale)
