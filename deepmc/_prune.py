@@ -715,6 +715,13 @@ class SpectralMonitor:
     β). A fit that settles with a gap still uncut waits up to
     :data:`PRUNE_WAIT` checks for the prune before ``stop_rule`` calls it converged.
 
+    On noisy data no gap forms: the network goes on learning the noise's own top
+    directions. ``callback`` then cuts at the noise edge instead (:meth:`_noise_cut`,
+    :mod:`deepmc._noise`, ``"noise level …: pruned to rank k"``) and ``stop_rule``
+    stops the polish once it is settled to the noise's precision. A fit that settles
+    without having learned any direction is on the plateau of a too small ``ε^L``:
+    ``stop_rule`` never calls that converged (:attr:`plateau` says so for the warning).
+
     Parameters
     ----------
     network : Network
@@ -731,11 +738,17 @@ class SpectralMonitor:
         How the rows of the matrix are held: a distributed fit passes its ranks' split
         (``deepmc.distributed._linalg.ShardedRows``) with this rank's ``data``; every rank
         then takes the same decisions from the same sums.
+    scale : float, default=1.0
+        The data scale, for the noise level written in the history (user units).
 
     Attributes
     ----------
     pruned : int or None
         The rank kept by the prune, if any.
+    noise : float or None
+        The noise level (normalised units) when the prune was a cut at the noise edge
+        (:meth:`_noise_cut`): the rank is then locked and the polish stops once settled
+        to the noise's precision.
     plateau : dict or None
         At the last settled check that was not convergence: ``iteration``, ``keep``,
         ``value`` (σ₁ of the escaping direction, normalised units) and ``ratio`` (to

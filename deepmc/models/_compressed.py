@@ -330,6 +330,8 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     init_scale_ : float
     n_iter_ : int
     best_iteration_ : int
+    rank_ : int
+    noise_level_ : float
     history_ : pandas.DataFrame
         As in :class:`DeepMatrixCompletion`.
     shape_ : tuple of (int, int)

@@ -202,6 +202,13 @@ class DeepMatrixCompletion(_BaseDeepMC):
     best_iteration_ : int
         The iteration whose weights were kept: ``n_iter_`` unless early stopping
         restored an earlier check.
+    rank_ : int
+        The directions of ``X`` kept: the rank of the prune (at a spectral gap, or at
+        the noise edge on noisy data), else the number learned.
+    noise_level_ : float
+        The noise standard deviation per entry estimated from the final residual at
+        ``rank_``, in the data's units (about 0 on exact low-rank data; NaN when too
+        few degrees of freedom are left). See the documentation's *Noisy matrices*.
     history_ : pandas.DataFrame
         One row per check: ``iteration``, ``seconds`` (since ``fit`` was called,
         initialisation included, less the time spent evaluating ``eval_set``),
