@@ -24,6 +24,7 @@ out of it:
 * :func:`signal_rank` — how many singular values clear the edge;
 * :func:`statistically_settled` — whether what gradient descent still has to move is
   negligible beside the statistical error of the fit (the stop after a cut);
+* :func:`rss_by_rank` — the residual sum of squares of the fit cut to each rank;
 * :func:`cut_rank` — the self-consistent rank ``k``: the most directions such that the
   ``k``-th clears the edge of the noise level estimated with ``k`` directions fitted.
 
@@ -42,9 +43,11 @@ perturbations of large rectangular random matrices", J. Multivariate Anal. 111 (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "EDGE",
@@ -53,6 +56,7 @@ __all__ = [
     "degrees_of_freedom",
     "noise_edge",
     "noise_level",
+    "rss_by_rank",
     "signal_rank",
     "statistically_settled",
 ]
@@ -243,3 +247,45 @@ def statistically_settled(
         return False
     left = change * rho / (1.0 - rho) * fitted_norm
     return left <= SETTLED * sigma * math.sqrt(max(dof, 1))
+
+
+def rss_by_rank(
+    residual: torch.Tensor,
+    P: torch.Tensor,
+    sigma: torch.Tensor,
+    Q: torch.Tensor,
+    top: int,
+    sampled: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sum_: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+) -> list[float]:
+    """``Σ_Ω (X_k − Y)²`` for ``X = P diag(σ) Qᵀ`` cut to its top ``k = 0, …, top``.
+
+    Cutting direction ``i`` takes ``σ_i p_i q_iᵀ`` (on Ω) out of the residual
+    ``X − Y``; the directions past ``top`` are left in. One sampled product per
+    direction, accumulated from the last: ``O(N · top)`` time, ``O(N)`` memory.
+
+    Parameters
+    ----------
+    residual : Tensor of shape (N,)
+        ``X − Y`` on Ω.
+    P : Tensor of shape (m, p)
+    sigma : Tensor of shape (p,)
+    Q : Tensor of shape (n, p)
+    top : int
+    sampled : callable
+        ``(A, B) ↦ (A Bᵀ)`` on Ω, in the layout of ``residual``.
+    sum_ : callable, default=identity
+        Sums a scalar tensor over the holders of Ω's rows (a distributed fit).
+
+    Returns
+    -------
+    list of float
+        ``top + 1`` values (fewer when ``p < top``), index ``k`` for rank ``k``.
+    """
+    r = residual
+    out = [float(sum_(r.square().sum()))]
+    with torch.no_grad():
+        for i in range(min(top, sigma.shape[0]) - 1, -1, -1):
+            r = r - sampled(P[:, i : i + 1] * sigma[i], Q[:, i : i + 1])
+            out.append(float(sum_(r.square().sum())))
+    return out[::-1]

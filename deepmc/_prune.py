@@ -53,6 +53,7 @@ from ._noise import (
     degrees_of_freedom,
     noise_edge,
     noise_level,
+    rss_by_rank,
     signal_rank,
     statistically_settled,
 )
@@ -1086,23 +1087,13 @@ class SpectralMonitor:
         return statistically_settled(change, previous, fitted, self.noise, dof)
 
     def _rss_by_rank(self, check: Any, an: _Analysis, top: int) -> list[float]:
-        """``Σ_Ω (X_k − Y)²`` for ``X`` cut to its top ``k = 0, …, top`` directions.
-
-        The directions past ``top`` are left in (ε-sized, not learned). One sampled
-        product per direction, accumulated from the last: ``O(N · top)``.
-        """
-        data = self.data
+        """``Σ_Ω (X_k − Y)²`` for ``X`` cut to ``k = 0, …, top`` (:func:`rss_by_rank`)."""
         r = check.residual
-        if r.shape != data.y.shape:  # a dense masked residual: zero off Ω
-            r = r[data.rows, data.cols]
-        kernels = data.pattern.kernels(an.P.dtype)
+        if r.shape != self.data.y.shape:  # a dense masked residual: zero off Ω
+            r = r[self.data.rows, self.data.cols]
+        sampled = self.data.pattern.kernels(an.P.dtype).sampled
         sigma = torch.as_tensor(an.sigma).to(an.P)
-        out = [float(self.rows.sum_(r.square().sum()))]
-        with torch.no_grad():
-            for i in range(min(top, sigma.shape[0]) - 1, -1, -1):
-                r = r - kernels.sampled(an.P[:, i : i + 1] * sigma[i], an.Q[:, i : i + 1])
-                out.append(float(self.rows.sum_(r.square().sum())))
-        return out[::-1]
+        return rss_by_rank(r, an.P, sigma, an.Q, top, sampled, self.rows.sum_)
 
     def _noise_cut(self, check: Any, an: _Analysis, prev_sig: np.ndarray) -> bool:
         """Prune at the noise edge once the network learns directions below it.

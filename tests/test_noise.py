@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
@@ -21,6 +22,7 @@ from deepmc._noise import (
     degrees_of_freedom,
     noise_edge,
     noise_level,
+    rss_by_rank,
     signal_rank,
     statistically_settled,
 )
@@ -94,6 +96,24 @@ def test_cut_rank_is_self_consistent():
     assert sigma == pytest.approx(math.sqrt(905.0 / (2000 - degrees_of_freedom((40, 50), 2))))
     k, sigma = cut_rank(rng.rand(3), [100.0], 100, (10, 10), 1.0)  # all below the edge
     assert k == 0 and sigma == pytest.approx(1.0)
+
+
+def test_rss_by_rank_is_the_residual_of_each_cut():
+    rng = np.random.RandomState(0)
+    m, n, p = 12, 9, 4
+    P, _ = np.linalg.qr(rng.standard_normal((m, p)))
+    Q, _ = np.linalg.qr(rng.standard_normal((n, p)))
+    sigma = np.array([4.0, 3.0, 2.0, 1.0])
+    X, Y = (P * sigma) @ Q.T, rng.standard_normal((m, n))
+    rows, cols = np.nonzero(rng.rand(m, n) < 0.5)
+    t = [torch.as_tensor(a) for a in (P, sigma, Q)]
+    got = rss_by_rank(
+        torch.as_tensor((X - Y)[rows, cols]), *t, 3, lambda A, B: (A @ B.T)[rows, cols]
+    )
+    for k in range(4):  # the fourth direction is past ``top``: always left in
+        keep = np.r_[sigma[:k], np.zeros(3 - k), sigma[3:]]
+        expected = np.sum((((P * keep) @ Q.T) - Y)[rows, cols] ** 2)
+        assert got[k] == pytest.approx(expected, rel=1e-12)
 
 
 def test_statistically_settled_reads_the_contraction():
