@@ -116,8 +116,8 @@ class GradientDescent:
     The arithmetic of :class:`torch.optim.SGD` with ``momentum=0`` (the gradient plus
     ``λW``, then ``W − η·that``, element by element), without its per-step dispatch
     overhead, and without the lazy import of ``torch._dynamo`` that the first
-    ``SGD.step()`` of a process triggers (≈ 3 s on a 2-core CPU, which would dominate
-    the wall clock of a small fit).
+    ``SGD.step()`` of a process triggers (seconds, which would dominate the wall clock
+    of a small fit).
 
     Parameters
     ----------
@@ -170,13 +170,13 @@ class GradientDescent:
             The gradients instead, one sequence per parameter group (in the order of
             ``param_groups``) with one tensor per parameter; no ``.grad`` is read.
             The training loop passes its gradients so: setting and reading ``.grad``
-            costs ≈ 5 µs a step on problem A, about 5 % of the step.
+            is a measurable share of the small step of problem A.
         """
         groups = self.param_groups
         if torch.is_grad_enabled() and any(p.requires_grad for g in groups for p in g["params"]):
             with torch.no_grad():  # in-place updates of leaves that require grad
                 self._step(grads)
-        else:  # the fit's parameters: no grad-mode switch (≈ 2 µs a step)
+        else:  # the fit's parameters: no grad-mode switch
             self._step(grads)
 
     def _step(self, given: Sequence[Sequence[torch.Tensor]] | None) -> None:
@@ -203,8 +203,8 @@ class GradientDescent:
         """``v ← βv + g`` per parameter (``v = g`` at its first step); returns the ``v``.
 
         A new velocity starts at 0, so that every step is the same two foreach calls
-        over the group (≈ 7 µs a step less on problem A than two kernels per parameter
-        launched from Python), with the same roundings.
+        over the group (fewer launches on problem A's small step than two kernels per
+        parameter launched from Python), with the same roundings.
         """
         velocity = []
         for p, g in zip(params, grads, strict=True):
