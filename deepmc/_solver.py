@@ -267,12 +267,24 @@ def make_optimizer(
     lr : float
         η, the base step.
     lr_ratios : mapping of str to float
-        Per-group multiplier of η (missing groups use 1).
+        Per-group multiplier of η (missing groups use 1); every key must name a group of
+        ``params``, so that a misspelt one cannot leave its group at η.
     kind : {"gd", "momentum", "adam"}, default="gd"
         Plain gradient descent (:class:`GradientDescent`), heavy ball (β = 0.9), or Adam.
     weight_decay : float, default=0.0
         λ.
+
+    Raises
+    ------
+    ValueError
+        If a key of ``lr_ratios`` is not a group of ``params``.
     """
+    unknown = sorted(set(lr_ratios) - set(params))
+    if unknown:
+        raise ValueError(
+            f"lr_ratios: no parameter group named {', '.join(map(repr, unknown))}; the "
+            f"network's groups are {', '.join(map(repr, params))}."
+        )
     param_groups = [
         {"params": ps, "lr": lr * lr_ratios.get(name, 1.0), "name": name}
         for name, ps in params.items()

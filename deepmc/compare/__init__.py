@@ -36,7 +36,6 @@ from ._run import compare, end_to_end_singular_values
 from ._run import singular_value_trace as singular_value_trace
 from ._tasks import METHODS, Task, load_task, parse_problem
 from ._tasks import THRESHOLDS as THRESHOLDS
-from ._tasks import make_estimator as make_estimator
 
 __all__ = [
     "METHODS",

@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .._device import host_peak_kib, host_rss_kib, max_rss_kib, reset_host_peak
 from ..datasets import make_problem
-from ._tasks import METHODS, THRESHOLDS, Task, load_task, make_estimator
+from ._tasks import METHODS, THRESHOLDS, Task, load_task, task_estimator
 
 __all__ = ["compare", "end_to_end_singular_values", "singular_value_trace"]
 
@@ -111,7 +111,7 @@ def _run(method: str, task: Task, params: dict[str, Any], log: Callable[[str], A
     """Fit one method, timing it and measuring its peak host (and CUDA) memory."""
     import torch
 
-    est = make_estimator(method, task, **params)
+    est = task_estimator(method, task, **params)
     result = _Result(method, "ok", est)
     cuda = _uses_cuda(params.get("device", "cpu"))
     if cuda:
@@ -147,7 +147,7 @@ def _warm_up(methods: list[str], task: Task, params: dict[str, Any]) -> None:
     tiny = make_problem(shape=(12, 10), rank=1, fraction=0.5, random_state=0)
     tiny_task = replace(task, train=tiny.train, eval_set=tiny.eval_set(), rank=1)
     for method in methods:
-        est = make_estimator(method, tiny_task, **{**params, "max_iter": 3, "verbose": 0})
+        est = task_estimator(method, tiny_task, **{**params, "max_iter": 3, "verbose": 0})
         _fit_quiet(est, tiny_task, [])
 
 
@@ -213,7 +213,7 @@ def _singular_trace(
     method: str, task: Task, params: dict[str, Any], n_iter: int, k: int, n_points: int
 ) -> pd.DataFrame:
     """:func:`singular_value_trace` of ``method`` on ``task``."""
-    est = make_estimator(method, task, **params)
+    est = task_estimator(method, task, **params)
     return singular_value_trace(
         est, task.train, n_iter=n_iter, k=k, n_points=n_points, eval_set=task.eval_set
     )

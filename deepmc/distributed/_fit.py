@@ -22,7 +22,7 @@ from .._data import TrainingData
 from .._device import make_generator, resolve_device, resolve_dtype
 from .._kernels import ObservedPattern
 from .._prune import SpectralMonitor
-from .._solver import Check, gradient_descent
+from .._solver import Check, Params, gradient_descent
 from ..init import _seed
 from ..models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from ._checkpoint import CheckpointStore
@@ -33,8 +33,6 @@ from ._partition import RowPartition
 from ._shard import Shard
 
 __all__ = ["ShardedModel", "fit"]
-
-Params = dict[str, list[torch.Tensor]]
 
 #: Version of what a checkpoint holds; checkpoints of another version are not resumed.
 CHECKPOINT_FORMAT = 2
