@@ -34,6 +34,7 @@ import torch
 
 from ._data import HeldOut, TrainingData
 from ._device import intra_op_threads, synchronize
+from ._params import Params
 
 if TYPE_CHECKING:
     from .models._network import Network
@@ -53,8 +54,6 @@ __all__ = [
     "step",
 ]
 
-#: Parameters (or their gradients) as named groups of tensors.
-Params = dict[str, list[torch.Tensor]]
 #: Sums a small tensor across processes (``torch.distributed.all_reduce``-like), or ``None``.
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
