@@ -249,9 +249,7 @@ def test_compare_accepts_a_loaded_task_and_leaves_it_alone(tmp_path):
     assert task.init_scale is None  # the caller's task is not modified
 
 
-def test_without_matplotlib_the_table_is_printed_and_figures_skipped(
-    tmp_path, capsys, monkeypatch
-):
+def test_without_matplotlib_the_table_is_printed_and_figures_skipped(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
     args = ["compare", "--problem", "20x20,rank=2,fraction=0.5", "--methods", "compressed"]
     args += ["--max-iter", "5", "--device", "cpu", "--verbose", "0"]
