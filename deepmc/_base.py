@@ -130,6 +130,12 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _build_network(self, init_scale: float) -> Network:
         """The network record of these hyper-parameters at initial scale ε (resolved)."""
 
+    def _network_for(self, shape: tuple[int, int], init_scale: float) -> Network:
+        """The network to fit a matrix of ``shape``: :meth:`_build_network`, checked."""
+        network = self._build_network(init_scale)
+        network.check_shape(shape)
+        return network
+
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(left, right)`` with ``X̂ = left @ right.T`` in user units, from the fit."""
         stored = self._network.stored_params(vars(self))
@@ -263,8 +269,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 "finite entry is needed."
             )
         init_scale = self._resolve_init_scale()
-        network = self._build_network(init_scale)
-        network.check_shape(obs.shape)
+        network = self._network_for(obs.shape, init_scale)
         t_start = time.perf_counter()
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, obs.values.dtype)

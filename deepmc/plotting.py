@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SingularValuesDisplay", "plot_history"]
 
-_INSTALL = "pip install 'deepmc[plot]'"
+#: How to get matplotlib, for messages: the package itself, or deepmc's ``plot`` extra.
+PLOT_INSTALL = 'pip install "matplotlib>=3.6", the [plot] extra of deepmc'
 
 
 def _check_matplotlib(what: str) -> None:
@@ -29,7 +30,7 @@ def _check_matplotlib(what: str) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"{what} needs matplotlib: {_INSTALL}") from exc
+        raise ImportError(f"{what} needs matplotlib: {PLOT_INSTALL}") from exc
 
 
 def _new_axes(ax: Axes | None) -> Axes:

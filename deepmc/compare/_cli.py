@@ -103,7 +103,8 @@ def _cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print(format_table(table))
-    print(f"wrote {table.attrs['output_dir']}/ (summary.csv, history_*.csv, compare.png)")
+    written = ", ".join(["summary.csv", "history_*.csv", *table.attrs["figures"]])
+    print(f"wrote {table.attrs['output_dir']}/ ({written})")
     return 0
 
 

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .._device import host_peak_kib, host_rss_kib, max_rss_kib, reset_host_peak
 from ..datasets import make_problem
+from ..plotting import PLOT_INSTALL
 from ._tasks import METHODS, THRESHOLDS, Task, load_task, task_estimator
 
 __all__ = ["compare", "end_to_end_singular_values", "singular_value_trace"]
@@ -368,6 +369,8 @@ def compare(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log(_describe(task, seed))
+    if not _have_matplotlib():
+        log(f"[compare] matplotlib is not installed: tables only, no figures ({PLOT_INSTALL})")
     params = _fit_params(task, {"max_iter": max_iter, "tol": tol})
     params.update(check_every=check_every, device=device, random_state=seed, verbose=verbose)
     _warm_up(methods, task, params)
@@ -395,8 +398,22 @@ def _write_summary(
         output_dir=str(out),
     )
     table.to_csv(out / "summary.csv", index=False)
-    if any(r.estimator is not None for r in results):
-        plot_histories(results, task, out / "compare.png")
-    if any(r.singular is not None for r in results):
-        plot_singular(results, task, out / "singular_values.png")
+    figures = []
+    if _have_matplotlib():
+        if any(r.estimator is not None for r in results):
+            plot_histories(results, task, out / "compare.png")
+            figures.append("compare.png")
+        if any(r.singular is not None for r in results):
+            plot_singular(results, task, out / "singular_values.png")
+            figures.append("singular_values.png")
+    table.attrs["figures"] = figures
     return table
+
+
+def _have_matplotlib() -> bool:
+    """Whether matplotlib imports; without it the comparison writes tables only."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
