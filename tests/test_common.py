@@ -1,12 +1,11 @@
 """scikit-learn's estimator checks on every estimator, each exemption with its reason.
 
-The matrix estimators are transformers whose ``predict(X)`` returns the network's
-prediction of the whole fitted ``m × n`` matrix (``transform`` is the same with the
-observed entries written back). Completion is *transductive*: the estimator completes
-the matrix it was fitted on, so a check that fits on some rows and then predicts other
-rows, a subset or a permutation of them, asks about another matrix and is refused with
-an explanation. :class:`~deepmc.RatingsCompletion` takes a table of ``(user, item)`` id
-pairs, so checks that feed it feature matrices of another width cannot apply.
+The matrix estimators are transformers whose ``transform(X)`` folds every row of ``X``
+(any rows with the fitted columns) into the fitted network and ``predict(X)`` returns the
+same completion without the observed entries written back; rows are independent, so the
+subset and sample-order checks apply. :class:`~deepmc.RatingsCompletion` takes a table
+of ``(user, item)`` id pairs, so checks that feed it feature matrices of another width
+cannot apply.
 """
 
 from __future__ import annotations
@@ -17,11 +16,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
 
-TRANSDUCTIVE = (
-    "completion is transductive: predict/transform need the fitted (m, n) matrix; a "
-    "subset, a permutation or a held-out split of its rows is another matrix and is "
-    "refused with an explanation"
-)
 MATRIX_PREDICT = (
     "the check expects predict to return one value per row; predict returns the "
     "completed (m, n) matrix (sparse input itself is supported: the check is re-run "
@@ -34,10 +28,6 @@ PAIRS = (
 )
 
 MATRIX_EXPECTED_FAILED = {
-    "check_methods_subset_invariance": TRANSDUCTIVE,
-    "check_methods_sample_order_invariance": TRANSDUCTIVE,
-    "check_fit_idempotent": TRANSDUCTIVE
-    + " (it predicts a held-out split; idempotence is tested in test_robustness.py)",
     "check_estimator_sparse_array": MATRIX_PREDICT,
     "check_estimator_sparse_matrix": MATRIX_PREDICT,
     "check_dtype_object": OBJECT,
