@@ -317,7 +317,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             network, data, params, lr=lr, optimizer=self.optimizer,
             weight_decay=self.weight_decay, max_iter=self.max_iter, tol=self.tol,
             check_every=self.check_every, start_iter=start_iter, history=history,
-            monitors=monitors, validation=validation, n_iter_no_change=self.n_iter_no_change,
+            monitors=monitors, validation=validation,
             backoff=self.lr == "auto", scale=scale, t_start=t_start,
             name=type(self).__name__, verbose=self.verbose,
             stop_rule=monitor.stop_rule, callbacks=[monitor.callback],

@@ -28,6 +28,7 @@ from ..models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from ._checkpoint import CheckpointStore
 from ._comm import Comm
 from ._linalg import ShardedRows, sharded_top_singular
+from ._model_io import fitted_estimator, save_model
 from ._network import NarrowShardedNetwork, ShardedNetwork
 from ._partition import RowPartition
 from ._shard import Shard
@@ -108,29 +109,7 @@ class ShardedModel:
 
         See :func:`deepmc.distributed.save_model`.
         """
-        from ._model_io import save_model
-
         save_model(self, directory, comm or Comm.current())
-
-
-def fitted_estimator(estimator: Any, params: dict[str, list[np.ndarray]], info: dict) -> Any:
-    """A clone of ``estimator`` with the fitted attributes of a whole-matrix fit."""
-    est = clone(estimator)
-    network = est._build_network(info["init_scale"])
-    est._network = network
-    est.scale_ = float(info["scale"])
-    est.shape_ = tuple(int(d) for d in info["shape"])
-    est.device_ = "cpu"
-    est.init_scale_ = float(info["init_scale"])
-    est.sampling_scale_ = float(info["sampling_scale"])
-    est.lr_ = float(info["lr"])
-    est.n_iter_ = int(info["n_iter"])
-    est.best_iteration_ = int(info["n_iter"])
-    est.history_ = info["history"]
-    est.n_features_in_ = est.shape_[1]
-    for name, value in network.fitted_attributes(params, est.lr_).items():
-        setattr(est, name, value)
-    return est
 
 
 def _sharded_network(
