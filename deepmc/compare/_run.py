@@ -116,12 +116,12 @@ def _check_methods(methods: Any, no_dlr: bool) -> list[str]:
 
 
 def _fit_params(task: Task, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The estimator parameters shared by every method: defaults, the task's, then the user's.
+    """The estimator parameters shared by every method: the task's, then the user's.
 
-    Synthetic problems run to ``max_iter=20000`` with ``tol=1e-9``, so that fits go on to
-    the error floor; ratings use the settings of ``RatingsCompletion`` (``task.info``).
+    Synthetic problems use the estimators' defaults; ratings the settings of
+    ``RatingsCompletion`` (``task.info``).
     """
-    params = {"max_iter": 20_000, "tol": 1e-9, **task.info.get("params", {})}
+    params = dict(task.info.get("params", {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
     return params
 
@@ -198,12 +198,13 @@ def compare(
     rank, depth : int, default=None
         r̂ and L; default the problem's (ratings: r̂ = 10).
     init_scale : float, default=None
-        ε; default the problem's reference value, else the estimators' ``"auto"``.
+        ε; default the estimators' ``"auto"`` (ratings: that of ``RatingsCompletion``).
+        The reference problems' ε of the papers is ``PROBLEMS[name]["init_scale"]`` in
+        :mod:`deepmc.datasets`.
     max_iter : int, default=None
-        20000 for synthetic problems; ratings: that of ``RatingsCompletion`` (2000).
+        The estimators' default (ratings: that of ``RatingsCompletion``).
     tol : float, default=None
-        The estimators' stopping tolerance: 1e-9 for synthetic problems, so that runs
-        go on to the error floor; ratings: that of ``RatingsCompletion``.
+        The estimators' stopping tolerance (ratings: that of ``RatingsCompletion``).
     check_every : int, default=25
         Steps between history rows.
     device : {"auto", "cpu", "cuda"}, default="auto"
