@@ -832,8 +832,8 @@ class RatingsCompletion(BaseEstimator):
         if unseen.any() and unknown == "error":
             raise ValueError(
                 f"{method}: {_positions(unseen)} ratings are of {other}s not seen in the fit, "
-                f"e.g. {other} {fixed[unseen][0]!r}; fold those {other}s in first, or pass "
-                "unknown='ignore' to skip their ratings."
+                f"e.g. {other} {fixed[unseen][:1].tolist()[0]!r}; fold those {other}s in first, "
+                "or pass unknown='ignore' to skip their ratings."
             )
         new, index, ratings = new[~unseen], index[~unseen], ratings[~unseen]
         if ratings.shape[0] == 0:
