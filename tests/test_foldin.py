@@ -7,6 +7,7 @@ guide's section on new rows).
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -224,3 +225,124 @@ def test_a_loaded_distributed_model_folds_in_as_the_estimator(tmp_path):
     np.testing.assert_allclose(
         loaded.transform(X[30:]), ref.transform(X[30:]), rtol=1e-8, atol=1e-10
     )
+
+
+# ------------------------------------------------------------------ ratings: new users
+def _ratings(seed: int = 0, n_users: int = 150, n_items: int = 40) -> pd.DataFrame:
+    """Rank-2 tastes plus user and item offsets, noisy, on a 1–5 scale, 50 % observed."""
+    rng = np.random.default_rng(seed)
+    taste = rng.standard_normal((n_users, 2)) @ rng.standard_normal((2, n_items))
+    taste += 0.5 * rng.standard_normal((n_users, 1)) + 0.5 * rng.standard_normal((1, n_items))
+    users, items = np.nonzero(rng.random(taste.shape) < 0.5)
+    noisy = 3 + taste[users, items] + 0.3 * rng.standard_normal(users.size)
+    return pd.DataFrame({"user": users, "item": items + 100, "rating": np.clip(noisy, 1, 5)})
+
+
+def pickle_copy(model):
+    """A fitted model's independent copy (partial_fit changes the model in place)."""
+    return pickle.loads(pickle.dumps(model))
+
+
+def _rmse(model, frame: pd.DataFrame) -> float:
+    pred = model.predict(frame["user"].to_numpy(), frame["item"].to_numpy())
+    return float(np.sqrt(np.mean((pred - frame["rating"].to_numpy()) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def held_out_users():
+    """A model fitted without users 120…149, their ratings split in given / scored halves."""
+    from deepmc import RatingsCompletion
+
+    frame = _ratings()
+    held = frame["user"].to_numpy() >= 120
+    given = held & (np.random.default_rng(1).random(len(frame)) < 0.5)
+    params = {"rank": 2, "n_estimators": 2, "lr": 0.5, "check_every": 5, "random_state": 0}
+    model = RatingsCompletion(**params).fit(frame[~held])
+    seen = RatingsCompletion(**params).fit(frame[~held | given])
+    return model, seen, frame[given], frame[held & ~given]
+
+
+def test_partial_fit_users_folds_new_users_in(held_out_users):
+    model, seen, given, scored = held_out_users
+    model = pickle_copy(model)
+    before = _rmse(model, scored)  # unknown users: μ + b_i
+    model.partial_fit_users(given)
+    after = _rmse(model, scored)
+    assert after < 0.6 * before, (after, before)
+    assert after < _rmse(seen, scored) + 0.05  # as good as fitting them with those ratings
+    assert list(model.folded_users_.ids) == sorted(given["user"].unique())
+    # users are independent: folding them in one at a time changes nothing
+    one = {}
+    for user, rows in given.groupby("user"):
+        model.partial_fit_users(rows)
+        one[user] = model.predict([user] * 3, [100, 110, 120])
+    for user, pred in one.items():
+        np.testing.assert_allclose(model.predict([user] * 3, [100, 110, 120]), pred, rtol=1e-12)
+
+
+def test_partial_fit_users_replaces_a_known_users_rows(held_out_users):
+    model, _, _, _ = held_out_users
+    model = pickle_copy(model)
+    frame = _ratings()
+    mine = frame[frame["user"] == 3]
+    others = model.predict([4, 5], [100, 101])
+    before = model.predict([3] * len(mine), mine["item"].to_numpy())
+    model.partial_fit_users(mine.assign(rating=np.clip(mine["rating"] + 1.5, 1, 5)))
+    after = model.predict([3] * len(mine), mine["item"].to_numpy())
+    assert np.mean(after - before) > 0.5  # the user's new ratings are higher
+    np.testing.assert_array_equal(model.predict([4, 5], [100, 101]), others)
+
+
+def test_partial_fit_items_folds_new_items_in():
+    from deepmc import RatingsCompletion
+
+    frame = _ratings(seed=2)
+    held = frame["item"].to_numpy() >= 135
+    given = held & (np.random.default_rng(3).random(len(frame)) < 0.5)
+    params = {"rank": 2, "n_estimators": 1, "lr": 0.5, "check_every": 5, "random_state": 0}
+    model = RatingsCompletion(**params).fit(frame[~held])
+    scored = frame[held & ~given]
+    before = _rmse(model, scored)  # unknown items: μ + b_u
+    model.partial_fit_items(frame[given])
+    assert _rmse(model, scored) < 0.7 * before
+    model.fit(frame[~held])  # a new fit forgets what was folded in
+    assert not hasattr(model, "folded_items_")
+    assert _rmse(model, scored) == pytest.approx(before)
+
+
+def test_partial_fit_users_unknown_items(held_out_users):
+    model = pickle_copy(held_out_users[0])
+    extra = pd.DataFrame({"user": [500, 500, 501], "item": [100, 999, 998], "rating": [4.0, 5, 3]})
+    with pytest.raises(
+        ValueError,
+        match=r"partial_fit_users: 2 \(at positions \[1, 2\]\) ratings .*items not seen.*"
+        r"item 999;.*unknown='ignore'",
+    ):
+        model.partial_fit_users(extra)
+    model.partial_fit_users(extra, unknown="ignore")
+    assert list(model.folded_users_.ids) == [500]  # 501 rated only an unknown item
+    with pytest.raises(ValueError, match=r"unknown must be 'error' or 'ignore'"):
+        model.partial_fit_users(extra, unknown="skip")
+    with pytest.raises(ValueError, match=r"user: found 1 .* missing ids"):
+        model.partial_fit_users(extra.assign(user=[500, None, 501]))
+
+
+@pytest.mark.slow
+def test_movielens_held_out_users_folded_in():
+    """Held-out users give half their ratings: RMSE on the other half, three ways."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = root.parent / "shared" / "data" / "ml-100k" / "u.data"
+    if not data.exists():
+        pytest.skip("MovieLens-100K is not available")
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from ml100k_foldin import experiment
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    result = experiment(data, held_users=150, seed=0, n_estimators=2)
+    assert result["fold-in"] <= result["no fold-in"] - 0.02, result
+    assert result["fold-in"] <= result["bias fold-in"] - 0.02, result
+    assert abs(result["fold-in"] - result["seen in the fit"]) <= 0.01, result
