@@ -28,7 +28,15 @@ def plot_histories(results: list[_Result], task: Task, path: Path) -> None:
         if res.estimator is None:
             continue
         for ax, x in zip(axes, ("iteration", "seconds")):
-            plot_history(res.estimator, x=x, y=task.metric, ax=ax, label=METHODS[res.method])
+            plot_history(
+                res.estimator,
+                x=x,
+                y=task.metric,
+                ax=ax,
+                label=METHODS[res.method],
+                events=False,
+                title="",
+            )
     for ax, xlabel in zip(axes, ("iterations", "seconds (fit, init included, eval excluded)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

@@ -15,6 +15,7 @@ import pandas as pd
 from .._device import host_peak_kib, host_rss_kib, max_rss_kib, reset_host_peak
 from .._trace import end_to_end_singular_values, fit_quiet, singular_value_trace
 from ..datasets import make_problem
+from ..plotting import PLOT_INSTALL
 from ._plots import plot_histories, plot_singular
 from ._report import _summary
 from ._result import _Result
@@ -115,12 +116,12 @@ def _check_methods(methods: Any, no_dlr: bool) -> list[str]:
 
 
 def _fit_params(task: Task, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The estimator parameters shared by every method: defaults, the task's, then the user's.
+    """The estimator parameters shared by every method: the task's, then the user's.
 
-    Synthetic problems run to ``max_iter=20000`` with ``tol=1e-9``, so that fits go on to
-    the error floor; ratings use the settings of ``RatingsCompletion`` (``task.info``).
+    Synthetic problems use the estimators' defaults; ratings the settings of
+    ``RatingsCompletion`` (``task.info``).
     """
-    params = {"max_iter": 20_000, "tol": 1e-9, **task.info.get("params", {})}
+    params = dict(task.info.get("params", {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
     return params
 
@@ -197,12 +198,13 @@ def compare(
     rank, depth : int, default=None
         r̂ and L; default the problem's (ratings: r̂ = 10).
     init_scale : float, default=None
-        ε; default the problem's reference value, else the estimators' ``"auto"``.
+        ε; default the estimators' ``"auto"`` (ratings: that of ``RatingsCompletion``).
+        The reference problems' ε of the papers is ``PROBLEMS[name]["init_scale"]`` in
+        :mod:`deepmc.datasets`.
     max_iter : int, default=None
-        20000 for synthetic problems; ratings: that of ``RatingsCompletion`` (2000).
+        The estimators' default (ratings: that of ``RatingsCompletion``).
     tol : float, default=None
-        The estimators' stopping tolerance: 1e-9 for synthetic problems, so that runs
-        go on to the error floor; ratings: that of ``RatingsCompletion``.
+        The estimators' stopping tolerance (ratings: that of ``RatingsCompletion``).
     check_every : int, default=25
         Steps between history rows.
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -253,6 +255,8 @@ def compare(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log(_describe(task, seed))
+    if not _have_matplotlib():
+        log(f"[compare] matplotlib is not installed: tables only, no figures ({PLOT_INSTALL})")
     params = _fit_params(task, {"max_iter": max_iter, "tol": tol})
     params.update(check_every=check_every, device=device, random_state=seed, verbose=verbose)
     _warm_up(methods, task, params)
@@ -277,8 +281,22 @@ def _write_summary(
         output_dir=str(out),
     )
     table.to_csv(out / "summary.csv", index=False)
-    if any(r.estimator is not None for r in results):
-        plot_histories(results, task, out / "compare.png")
-    if any(r.singular is not None for r in results):
-        plot_singular(results, task, out / "singular_values.png")
+    figures = []
+    if _have_matplotlib():
+        if any(r.estimator is not None for r in results):
+            plot_histories(results, task, out / "compare.png")
+            figures.append("compare.png")
+        if any(r.singular is not None for r in results):
+            plot_singular(results, task, out / "singular_values.png")
+            figures.append("singular_values.png")
+    table.attrs["figures"] = figures
     return table
+
+
+def _have_matplotlib() -> bool:
+    """Whether matplotlib imports; without it the comparison writes tables only."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -96,7 +96,9 @@ class Task:
         r̂ used by the narrow (width 2r̂) and compressed networks.
     depth : int
     init_scale : float or None
-        ε (``None``: the estimators' ``"auto"``).
+        ε (``None``: the estimators' ``"auto"``). Synthetic problems leave it to the
+        estimators; the reference value of a problem (the papers' ε) is in
+        ``info["reference_init_scale"]``.
     offset : float
         The global mean removed from ratings (with the biases), 0 otherwise.
     info : dict
@@ -140,8 +142,7 @@ def _synthetic_task(problem: str, *, rank: int | None, depth: int | None, seed: 
         eval_set=p.eval_set(),
         rank=rank or p.rank,
         depth=depth or p.depth,
-        init_scale=p.init_scale,
-        info={"true_rank": p.rank},
+        info={"true_rank": p.rank, "reference_init_scale": p.init_scale},
     )
 
 
