@@ -141,8 +141,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     add("--rank", type=positive_int, default=None, help="r̂ (default: true rank / 10)")
     add("--depth", type=depth_int, default=None)
     add("--init-scale", type=positive_float, default=None, help="ε (default: the estimators' auto)")
-    add("--max-iter", type=positive_int, default=None, help="default: the estimators' (ratings: 2000)")
-    add("--tol", type=nonnegative_float, default=None, help="default: the estimators' (ratings: 1e-4)")
+    add("--max-iter", type=positive_int, default=None,
+        help="default: the estimators' (ratings: 2000)")
+    add("--tol", type=nonnegative_float, default=None,
+        help="default: the estimators' (ratings: 1e-4)")
     add("--check-every", type=positive_int, default=25)
     add("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:K")
     add("--seed", type=nonnegative_int, default=0)
