@@ -77,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from . import __version__
     from .compare import configure_parser
-    from .compare._cli import device_name, nonnegative_int
-    from .compare._cli import positive_float
+    from .compare._cli import device_name, nonnegative_int, positive_float
 
     parser = argparse.ArgumentParser(
         prog="deepmc", description="Deep matrix completion with compressed deep linear networks."
