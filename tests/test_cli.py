@@ -83,6 +83,7 @@ def test_version(capsys):
         (["compare", "--problem", "30x20"], "needs a rank"),
         (["compare", "--problem", "10x10,rank=20"], "rank <= min(m, n) = 10"),
         (["compare", "--problem", "ml-1m", "--cache-dir", "/nonexistent"], "grouplens"),
+        (["compare", "--problem", "ml-100k", "--cache-dir", "/nonexistent"], "Pass --download"),
         (["compare", "--check-every", "0"], "argument --check-every: expected an integer >= 1"),
         (["compare", "--max-iter", "-5"], "argument --max-iter: expected an integer >= 1"),
         (["compare", "--max-iter", "ten"], "argument --max-iter: expected an integer >= 1"),

@@ -33,6 +33,9 @@ from deepmc.distributed import (
 )
 from deepmc.distributed._checkpoint import COMPLETE
 
+# Every test here starts process groups (a torch import per rank): seconds each.
+pytestmark = pytest.mark.slow
+
 M, N = 40, 30
 UNOBSERVED_ROWS = slice(12, 17)  # not among the first 2r̂ rows (see _problem)
 
