@@ -106,17 +106,28 @@ def row_prior(left: np.ndarray, right: np.ndarray, *, rtol: float = _RTOL) -> Ro
 
 
 def _block_systems(
-    basis: torch.Tensor, pattern: sp.csr_matrix, centred: sp.csr_matrix
+    basis: torch.Tensor, rows: np.ndarray, cols: np.ndarray, centred: np.ndarray, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``B_oᵀ B_o`` and ``B_oᵀ (x_o − μ_o)`` of every row of one block."""
+    """``B_oᵀ B_o`` and ``B_oᵀ (x_o − μ_o)`` of every row of one block of ``size`` rows.
+
+    ``rows`` are local to the block. The pattern is multiplied by the row-wise outer
+    products of ``B``: as a dense matrix (BLAS) unless few entries are observed.
+    """
     n, r = basis.shape
     outer = (basis[:, :, None] * basis[:, None, :]).reshape(n, r * r)
-    if pattern.nnz < _SPARSE_DENSITY * pattern.shape[0] * n:
+    if rows.shape[0] < _SPARSE_DENSITY * size * n:
+        pattern = sp.csr_matrix((np.ones(rows.shape[0]), (rows, cols)), shape=(size, n))
+        observed = sp.csr_matrix((centred, (rows, cols)), shape=(size, n))
         gram = torch.from_numpy(pattern @ outer.numpy())
-        rhs = torch.from_numpy(centred @ basis.numpy())
+        rhs = torch.from_numpy(observed @ basis.numpy())
     else:
-        gram = torch.from_numpy(pattern.toarray()) @ outer
-        rhs = torch.from_numpy(centred.toarray()) @ basis
+        flat = rows * n + cols
+        pattern = np.zeros(size * n)
+        pattern[flat] = 1.0
+        observed = np.zeros(size * n)
+        observed[flat] = centred
+        gram = torch.from_numpy(pattern.reshape(size, n)) @ outer
+        rhs = torch.from_numpy(observed.reshape(size, n)) @ basis
     return gram.reshape(-1, r, r), rhs
 
 
@@ -174,10 +185,7 @@ def fold_in(
             continue
         first = start * block
         size = min(block, n_rows - first)
-        where = (rows[lo:hi] - first, cols[lo:hi])
-        pattern = sp.csr_matrix((np.ones(hi - lo), where), shape=(size, n))
-        observed = sp.csr_matrix((centred[lo:hi], where), shape=(size, n))
-        gram, rhs = _block_systems(basis, pattern, observed)
+        gram, rhs = _block_systems(basis, rows[lo:hi] - first, cols[lo:hi], centred[lo:hi], size)
         alpha[first : first + size] = _solve(gram, rhs, ridge).numpy()
     return alpha
 
