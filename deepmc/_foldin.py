@@ -88,7 +88,7 @@ def row_prior(left: np.ndarray, right: np.ndarray, *, rtol: float = _RTOL) -> Ro
     >>> import numpy as np
     >>> left = np.array([[1.0], [3.0]]); right = np.array([[1.0], [2.0]])
     >>> prior = row_prior(left, right)
-    >>> prior.mean.tolist(), np.abs(prior.basis).ravel().round(6).tolist()
+    >>> prior.mean.round(6).tolist(), np.abs(prior.basis).ravel().round(6).tolist()
     ([2.0, 4.0], [1.0, 2.0])
     """
     left = np.asarray(left, dtype=np.float64)
