@@ -28,7 +28,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     print(
         f"problem {args.problem}: {m}x{n}, rank {problem.rank}, "
         f"{problem.train.n_observed} observed entries ({problem.train.n_observed / (m * n):.0%}), "
-        f"depth {problem.depth}, init_scale {problem.init_scale}"
+        f"depth {problem.depth}; the estimators' defaults (init_scale 'auto')"
     )
     estimators = (
         ("compressed", make_estimator("compressed", rank=problem.rank, device=args.device)),
@@ -44,8 +44,8 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     rows = []
     for label, est in estimators:
         est.set_params(depth=problem.depth, random_state=args.seed, verbose=args.verbose)
-        if problem.init_scale is not None:
-            est.set_params(init_scale=problem.init_scale)
+        if args.init_scale is not None:
+            est.set_params(init_scale=args.init_scale)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from . import __version__
     from .compare import configure_parser
-    from .compare._cli import device_name, nonnegative_int
+    from .compare._cli import device_name, nonnegative_int, positive_float
 
     parser = argparse.ArgumentParser(
         prog="deepmc", description="Deep matrix completion with compressed deep linear networks."
@@ -90,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--problem", default="A", choices=["A", "B"], help="reference problem")
     demo.add_argument("--device", type=device_name, default="auto", help="auto, cpu or cuda")
     demo.add_argument("--seed", type=nonnegative_int, default=0)
+    demo.add_argument(
+        "--init-scale",
+        type=positive_float,
+        default=None,
+        help="ε (default: the estimators' auto; the papers' reference: 0.01 on A, 0.001 on B)",
+    )
     demo.add_argument("--verbose", type=nonnegative_int, default=0)
     demo.set_defaults(func=functools.partial(_demo, demo))
     configure_parser(sub.add_parser("compare", help="compare networks on one problem"))

@@ -132,6 +132,12 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _build_network(self, init_scale: float) -> Network:
         """The network record of these hyper-parameters at initial scale ε (resolved)."""
 
+    def _network_for(self, shape: tuple[int, int], init_scale: float) -> Network:
+        """The network to fit a matrix of ``shape``: :meth:`_build_network`, checked."""
+        network = self._build_network(init_scale)
+        network.check_shape(shape)
+        return network
+
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(left, right)`` with ``X̂ = left @ right.T`` in user units, from the fit."""
         stored = self._network.stored_params(vars(self))
@@ -265,8 +271,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 "finite entry is needed."
             )
         init_scale = self._resolve_init_scale()
-        network = self._build_network(init_scale)
-        network.check_shape(obs.shape)
+        network = self._network_for(obs.shape, init_scale)
         t_start = time.perf_counter()
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, obs.values.dtype)
@@ -312,7 +317,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             network, data, params, lr=lr, optimizer=self.optimizer,
             weight_decay=self.weight_decay, max_iter=self.max_iter, tol=self.tol,
             check_every=self.check_every, start_iter=start_iter, history=history,
-            monitors=monitors, validation=validation, n_iter_no_change=self.n_iter_no_change,
+            monitors=monitors, validation=validation,
             backoff=self.lr == "auto", scale=scale, t_start=t_start,
             name=type(self).__name__, verbose=self.verbose,
             stop_rule=monitor.stop_rule, callbacks=[monitor.callback],

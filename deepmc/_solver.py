@@ -4,7 +4,7 @@
 :class:`~deepmc._data.TrainingData` and never reads an estimator. Every ``check_every``
 steps it *checks*: it reads the loss, the relative training residual and the relative
 change of the fitted values back from the device (:func:`check_scalars`, one transfer),
-records a history row, and decides whether to stop (:class:`StopRule`). A non-finite
+records a history row, and asks its ``stop_rule`` whether to stop. A non-finite
 loss or one whose relative residual exceeds :data:`DIVERGENCE_RESIDUAL` is divergence:
 the step is halved from the last checked state when allowed, else
 :class:`DivergenceError` is raised. Between checks nothing is read back.
@@ -15,8 +15,9 @@ them, each parameter group at its network's learning-rate ratio.
 
 Extension points of :func:`gradient_descent`: ``reduce`` sums the scalars of a check
 across processes that each hold a shard of Ω (:func:`check_scalars`; the network
-reduces its own gradients); ``stop_rule`` replaces :class:`StopRule`; ``callbacks`` run
-at every check that does not stop and may edit the parameters in place (pruning).
+reduces its own gradients); ``stop_rule`` decides the stop (:class:`StopRule` is the
+plain rule, the estimators pass their spectral policy's); ``callbacks`` run at every check
+that does not stop and may edit the parameters in place (pruning).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from ._data import HeldOut, TrainingData
 from ._device import intra_op_threads, synchronize
+from ._params import Params
 
 if TYPE_CHECKING:
     from .models._network import Network
@@ -53,8 +55,6 @@ __all__ = [
     "step",
 ]
 
-#: Parameters (or their gradients) as named groups of tensors.
-Params = dict[str, list[torch.Tensor]]
 #: Sums a small tensor across processes (``torch.distributed.all_reduce``-like), or ``None``.
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -116,8 +116,8 @@ class GradientDescent:
     The arithmetic of :class:`torch.optim.SGD` with ``momentum=0`` (the gradient plus
     ``λW``, then ``W − η·that``, element by element), without its per-step dispatch
     overhead, and without the lazy import of ``torch._dynamo`` that the first
-    ``SGD.step()`` of a process triggers (≈ 3 s on a 2-core CPU, which would dominate
-    the wall clock of a small fit).
+    ``SGD.step()`` of a process triggers (seconds, which would dominate the wall clock
+    of a small fit).
 
     Parameters
     ----------
@@ -126,13 +126,19 @@ class GradientDescent:
         are kept.
     weight_decay : float, default=0.0
         λ.
+    momentum : float, default=0.0
+        A fixed β for the whole run (``optimizer="momentum"``: 0.9); with the default 0
+        the steps are plain until a callback sets :attr:`momentum`.
 
     Attributes
     ----------
     momentum : float
-        β of heavy-ball steps ``v ← βv + ∇ℓ``, ``W ← W − ηv`` (Polyak 1964); 0 (plain
-        steps) unless set, e.g. by a callback of :func:`gradient_descent` for the polish
-        after a prune. Setting it starts the velocity afresh.
+        β of heavy-ball steps ``v ← βv + ∇ℓ``, ``W ← W − ηv`` (Polyak 1964), the
+        arithmetic of :class:`torch.optim.SGD` with ``momentum=β``; 0 is plain steps.
+        Setting it starts the velocity afresh.
+    schedule_momentum : bool
+        Whether a callback may set :attr:`momentum` (the polish after a prune sets β
+        from the contraction it measures): true unless β was fixed at construction.
 
     Examples
     --------
@@ -144,11 +150,14 @@ class GradientDescent:
     tensor([0.8500, 0.8500])
     """
 
-    def __init__(self, param_groups: list[dict], weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, param_groups: list[dict], weight_decay: float = 0.0, momentum: float = 0.0
+    ) -> None:
         self.param_groups = [dict(g, params=list(g["params"])) for g in param_groups]
         self.weight_decay = float(weight_decay)
         self.state: dict = {}
-        self._momentum = 0.0
+        self.momentum = momentum
+        self.schedule_momentum = momentum == 0
 
     @property
     def momentum(self) -> float:
@@ -170,13 +179,13 @@ class GradientDescent:
             The gradients instead, one sequence per parameter group (in the order of
             ``param_groups``) with one tensor per parameter; no ``.grad`` is read.
             The training loop passes its gradients so: setting and reading ``.grad``
-            costs ≈ 5 µs a step on problem A, about 5 % of the step.
+            is a measurable share of the small step of problem A.
         """
         groups = self.param_groups
         if torch.is_grad_enabled() and any(p.requires_grad for g in groups for p in g["params"]):
             with torch.no_grad():  # in-place updates of leaves that require grad
                 self._step(grads)
-        else:  # the fit's parameters: no grad-mode switch (≈ 2 µs a step)
+        else:  # the fit's parameters: no grad-mode switch
             self._step(grads)
 
     def _step(self, given: Sequence[Sequence[torch.Tensor]] | None) -> None:
@@ -203,8 +212,8 @@ class GradientDescent:
         """``v ← βv + g`` per parameter (``v = g`` at its first step); returns the ``v``.
 
         A new velocity starts at 0, so that every step is the same two foreach calls
-        over the group (≈ 7 µs a step less on problem A than two kernels per parameter
-        launched from Python), with the same roundings.
+        over the group (fewer launches on problem A's small step than two kernels per
+        parameter launched from Python), with the same roundings.
         """
         velocity = []
         for p, g in zip(params, grads, strict=True):
@@ -267,12 +276,25 @@ def make_optimizer(
     lr : float
         η, the base step.
     lr_ratios : mapping of str to float
-        Per-group multiplier of η (missing groups use 1).
+        Per-group multiplier of η (missing groups use 1); every key must name a group of
+        ``params``, so that a misspelt one cannot leave its group at η.
     kind : {"gd", "momentum", "adam"}, default="gd"
-        Plain gradient descent (:class:`GradientDescent`), heavy ball (β = 0.9), or Adam.
+        Plain gradient descent, heavy ball with a fixed β = 0.9 (both
+        :class:`GradientDescent`), or Adam.
     weight_decay : float, default=0.0
         λ.
+
+    Raises
+    ------
+    ValueError
+        If a key of ``lr_ratios`` is not a group of ``params``.
     """
+    unknown = sorted(set(lr_ratios) - set(params))
+    if unknown:
+        raise ValueError(
+            f"lr_ratios: no parameter group named {', '.join(map(repr, unknown))}; the "
+            f"network's groups are {', '.join(map(repr, params))}."
+        )
     param_groups = [
         {"params": ps, "lr": lr * lr_ratios.get(name, 1.0), "name": name}
         for name, ps in params.items()
@@ -280,10 +302,8 @@ def make_optimizer(
     wd = float(weight_decay)
     if kind == "adam":
         return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd)
-    if kind == "gd":  # same arithmetic as SGD(momentum=0), less overhead
-        return GradientDescent(param_groups, weight_decay=wd)
-    if kind == "momentum":
-        return torch.optim.SGD(param_groups, lr=lr, momentum=0.9, weight_decay=wd)
+    if kind in ("gd", "momentum"):  # the arithmetic of SGD, less overhead
+        return GradientDescent(param_groups, weight_decay=wd, momentum=0.9 * (kind == "momentum"))
     raise ValueError(f"optimizer: expected 'gd', 'momentum' or 'adam', got {kind!r}.")
 
 
@@ -615,14 +635,13 @@ def gradient_descent(
     history: list[dict] | None = None,
     monitors: Mapping[str, HeldOut] | None = None,
     validation: HeldOut | None = None,
-    n_iter_no_change: int = 10,
     backoff: bool = False,
     scale: float = 1.0,
     t_start: float | None = None,
     name: str = "gradient_descent",
     verbose: int = 0,
     reduce: Reduce | None = None,
-    stop_rule: Callable[[Check], str] | None = None,
+    stop_rule: Callable[[Check], str],
     callbacks: Sequence[Callable[[Check], Any]] = (),
 ) -> SolveResult:
     """Gradient descent on ``network`` from ``params`` (updated in place), with periodic checks.
@@ -630,8 +649,8 @@ def gradient_descent(
     At each check the loss, the relative training residual
     ``‖P_Ω(X − Y)‖_F / ‖P_Ω(Y)‖_F``, the relative change of the fitted values on Ω since
     the previous check ``‖X_Ω(t) − X_Ω(t − check_every)‖_F / ‖X_Ω(t)‖_F`` and the
-    held-out errors are recorded. The run stops when ``stop_rule`` says so (by default
-    :class:`StopRule`: change ≤ ``tol``, or early stopping on ``validation``), at
+    held-out errors are recorded. The run stops when ``stop_rule`` says so (the only
+    route by which ``tol`` and early stopping decide), at
     ``start_iter + max_iter``, or on Ctrl-C (at the end of the current step). On
     divergence the step is halved from the last checked state when ``backoff`` (at
     most :data:`MAX_BACKOFFS` times); otherwise :class:`DivergenceError` is raised.
@@ -650,7 +669,8 @@ def gradient_descent(
     max_iter : int
         Steps in this call.
     tol : float
-        For the default stop rule.
+        The stop rule's tolerance, shown in the progress bar beside the change it is
+        compared with; ``stop_rule`` alone decides.
     check_every : int
     start_iter : int, default=0
         Iteration count of ``params`` (a warm start continues it).
@@ -660,9 +680,8 @@ def gradient_descent(
         Watched sets: ``{key}_error``/``{key}_rmse`` columns; their time is recorded as
         ``eval_seconds`` and not counted in ``seconds``.
     validation : HeldOut, default=None
-        Early-stopping set (``val_error``/``val_rmse``); the best state is returned.
-    n_iter_no_change : int, default=10
-        For the default stop rule.
+        Early-stopping set (``val_error``/``val_rmse``, and ``Check.since_best`` for
+        the stop rule); the best state is returned.
     backoff : bool, default=False
         Halve the step on divergence instead of raising.
     scale : float, default=1.0
@@ -676,8 +695,9 @@ def gradient_descent(
         when the run lasts more than :data:`PROGRESS_DELAY` seconds (:func:`progress_bar`).
     reduce : callable, default=None
         Sums the check's scalars across processes (see :func:`check_scalars`).
-    stop_rule : callable, default=None
-        ``rule(check) -> str``: a stop reason, or ``""`` to go on.
+    stop_rule : callable
+        ``rule(check) -> str``: a stop reason, or ``""`` to go on (e.g.
+        :class:`StopRule`, or the spectral policy's rule of the estimators).
     callbacks : sequence of callable, default=()
         Called at every check that does not stop, with the :class:`Check`. One that
         edits ``check.params`` in place returns ``True``: the residual and gradients
@@ -694,7 +714,7 @@ def gradient_descent(
         optimizer=optimizer, weight_decay=weight_decay, backoff=backoff, scale=scale,
         t_start=time.perf_counter() if t_start is None else t_start, name=name,
         monitors=dict(monitors or {}), validation=validation, reduce=reduce,
-        stop_rule=stop_rule or StopRule(tol, n_iter_no_change), callbacks=list(callbacks),
+        stop_rule=stop_rule, callbacks=list(callbacks),
         end_iter=start_iter + max_iter, history=[] if history is None else history,
     )  # fmt: skip
     state = _State(it=start_iter, lr=lr, optimizer=cfg.new_optimizer(lr))

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning, NotFittedError
 
 import deepmc._base as base
 import deepmc._data as data_module
@@ -166,7 +166,6 @@ def test_mask_with_sparse_or_triplets_is_a_type_error(data, no_work):
 @pytest.mark.parametrize(
     "make, params, match",
     [
-        (_compressed, {"rank": 8}, r"rank: .*2\*rank = 16.*min\(m, n\) = 15.*rank <= 7"),
         (_compressed, {"rank": 0}, r"'rank' parameter .*range \[1, inf\)\. Got 0 "),
         (_compressed, {"rank": -2}, r"'rank' parameter .*range \[1, inf\)\. Got -2 "),
         (_compressed, {"depth": 1}, r"'depth' parameter .*range \[2, inf\)\. Got 1 "),
@@ -193,6 +192,20 @@ def test_bad_parameter_is_refused_before_any_work(make, params, match, data, no_
     assert est.get_params()[next(iter(params))] == next(iter(params.values()))
     with pytest.raises(ValueError, match=match):
         est.fit(data["X"])
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1], ids=["exact", "noisy"])
+def test_a_rank_too_large_for_the_matrix_is_clipped_with_a_warning(noise, data):
+    rng = np.random.default_rng(1)
+    X = data["X"] + noise * rng.standard_normal(data["X"].shape)  # NaNs stay NaN
+    match = r"rank=8: .*2\*rank = 16 exceeds min\(m, n\) = 15 .*fitting rank 7"
+    with pytest.warns(DataDimensionalityWarning, match=match):
+        est = _quiet_fit(_compressed(rank=8, max_iter=20), X)
+    assert est.rank == 8 and est.rank_ == 7  # the parameter is left as given
+    assert est.U_.shape == (M, 14) and est.V_.shape == (N, 14)
+    assert np.isfinite(est.predict(X)).all()
+    fits = _quiet_fit(_compressed(rank=7, max_iter=20), X)
+    np.testing.assert_allclose(est.predict(X), fits.predict(X))  # the same fit as rank=7
 
 
 @pytest.mark.parametrize("shape", [(1, 12), (9, 1)])

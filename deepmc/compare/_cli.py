@@ -103,7 +103,8 @@ def _cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print(format_table(table))
-    print(f"wrote {table.attrs['output_dir']}/ (summary.csv, history_*.csv, compare.png)")
+    written = ", ".join(["summary.csv", "history_*.csv", *table.attrs["figures"]])
+    print(f"wrote {table.attrs['output_dir']}/ ({written})")
     return 0
 
 
@@ -139,9 +140,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     add("--no-dlr", action="store_true", help="also run compressed with γ=0")
     add("--rank", type=positive_int, default=None, help="r̂ (default: true rank / 10)")
     add("--depth", type=depth_int, default=None)
-    add("--init-scale", type=positive_float, default=None, help="ε (default: problem's)")
-    add("--max-iter", type=positive_int, default=None, help="default 20000 (ratings: 2000)")
-    add("--tol", type=nonnegative_float, default=None, help="default 1e-9 (ratings: 1e-4)")
+    add("--init-scale", type=positive_float, default=None, help="ε (default: the estimators' auto)")
+    add("--max-iter", type=positive_int, default=None,
+        help="default: the estimators' (ratings: 2000)")
+    add("--tol", type=nonnegative_float, default=None,
+        help="default: the estimators' (ratings: 1e-4)")
     add("--check-every", type=positive_int, default=25)
     add("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:K")
     add("--seed", type=nonnegative_int, default=0)

@@ -6,19 +6,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import models
 from .._validation import Observations
 from ..datasets import PROBLEMS, load_movielens, make_problem
+from ..models import METHODS, make_estimator
 
 __all__ = ["METHODS", "RATINGS_RANK", "THRESHOLDS", "Task", "load_task", "parse_problem"]
 
-#: Method name → how it appears in tables and legends.
-METHODS: dict[str, str] = {
-    "full": "full width",
-    "narrow": "narrow (2r̂)",
-    "compressed": "compressed",
-    "compressed-no-dlr": "compressed, γ=0",
-}
 #: Default recovery-error thresholds of the table (the targets of the papers' figures).
 THRESHOLDS: tuple[float, ...] = (1e-3, 1e-6)
 #: Default r̂ for ratings, whose true rank is unknown.
@@ -103,7 +96,9 @@ class Task:
         r̂ used by the narrow (width 2r̂) and compressed networks.
     depth : int
     init_scale : float or None
-        ε (``None``: the estimators' ``"auto"``).
+        ε (``None``: the estimators' ``"auto"``). Synthetic problems leave it to the
+        estimators; the reference value of a problem (the papers' ε) is in
+        ``info["reference_init_scale"]``.
     offset : float
         The global mean removed from ratings (with the biases), 0 otherwise.
     info : dict
@@ -147,8 +142,7 @@ def _synthetic_task(problem: str, *, rank: int | None, depth: int | None, seed: 
         eval_set=p.eval_set(),
         rank=rank or p.rank,
         depth=depth or p.depth,
-        init_scale=p.init_scale,
-        info={"true_rank": p.rank},
+        info={"true_rank": p.rank, "reference_init_scale": p.init_scale},
     )
 
 
@@ -239,12 +233,13 @@ def load_task(
     )
 
 
-def make_estimator(method: str, task: Task, **params: Any) -> Any:
+def task_estimator(method: str, task: Task, **params: Any) -> Any:
     """The estimator of ``method`` for ``task``, with the common ``params``.
 
     Parameters
     ----------
     method : {"full", "narrow", "compressed", "compressed-no-dlr"}
+        A name of :data:`deepmc.models.METHODS`.
     task : Task
     **params
         Passed to every estimator (``max_iter``, ``tol``, ``device``, …).
@@ -256,4 +251,4 @@ def make_estimator(method: str, task: Task, **params: Any) -> Any:
     common = {"depth": task.depth, **params}
     if task.init_scale is not None:
         common.setdefault("init_scale", task.init_scale)
-    return models.make_estimator(method, rank=task.rank, **common)
+    return make_estimator(method, rank=task.rank, **common)

@@ -22,19 +22,18 @@ from .._data import TrainingData
 from .._device import make_generator, resolve_device, resolve_dtype
 from .._kernels import ObservedPattern
 from .._prune import SpectralMonitor
-from .._solver import Check, gradient_descent
+from .._solver import Check, Params, gradient_descent
 from ..init import _seed
 from ..models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from ._checkpoint import CheckpointStore
 from ._comm import Comm
 from ._linalg import ShardedRows, sharded_top_singular
+from ._model_io import fitted_estimator, save_model
 from ._network import NarrowShardedNetwork, ShardedNetwork
 from ._partition import RowPartition
 from ._shard import Shard
 
 __all__ = ["ShardedModel", "fit"]
-
-Params = dict[str, list[torch.Tensor]]
 
 #: Version of what a checkpoint holds; checkpoints of another version are not resumed.
 CHECKPOINT_FORMAT = 2
@@ -110,29 +109,7 @@ class ShardedModel:
 
         See :func:`deepmc.distributed.save_model`.
         """
-        from ._model_io import save_model
-
         save_model(self, directory, comm or Comm.current())
-
-
-def fitted_estimator(estimator: Any, params: dict[str, list[np.ndarray]], info: dict) -> Any:
-    """A clone of ``estimator`` with the fitted attributes of a whole-matrix fit."""
-    est = clone(estimator)
-    network = est._build_network(info["init_scale"])
-    est._network = network
-    est.scale_ = float(info["scale"])
-    est.shape_ = tuple(int(d) for d in info["shape"])
-    est.device_ = "cpu"
-    est.init_scale_ = float(info["init_scale"])
-    est.sampling_scale_ = float(info["sampling_scale"])
-    est.lr_ = float(info["lr"])
-    est.n_iter_ = int(info["n_iter"])
-    est.best_iteration_ = int(info["n_iter"])
-    est.history_ = info["history"]
-    est.n_features_in_ = est.shape_[1]
-    for name, value in network.fitted_attributes(params, est.lr_).items():
-        setattr(est, name, value)
-    return est
 
 
 def _sharded_network(

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from .. import models
 from ._checkpoint import atomic_write, is_complete, mark_complete, unmark, write_json
@@ -98,6 +99,26 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def fitted_estimator(estimator: Any, params: dict[str, list[np.ndarray]], info: dict) -> Any:
+    """A clone of ``estimator`` with the fitted attributes of a whole-matrix fit."""
+    est = clone(estimator)
+    network = est._build_network(info["init_scale"])
+    est._network = network
+    est.scale_ = float(info["scale"])
+    est.shape_ = tuple(int(d) for d in info["shape"])
+    est.device_ = "cpu"
+    est.init_scale_ = float(info["init_scale"])
+    est.sampling_scale_ = float(info["sampling_scale"])
+    est.lr_ = float(info["lr"])
+    est.n_iter_ = int(info["n_iter"])
+    est.best_iteration_ = int(info["n_iter"])
+    est.history_ = info["history"]
+    est.n_features_in_ = est.shape_[1]
+    for name, value in network.fitted_attributes(params, est.lr_).items():
+        setattr(est, name, value)
+    return est
+
+
 def load_model(directory: str | os.PathLike) -> Any:
     """The fitted estimator saved in ``directory``, its rows gathered from every shard file.
 
@@ -117,8 +138,6 @@ def load_model(directory: str | os.PathLike) -> Any:
         If the directory has no completion marker (the job that wrote it did not
         finish) or misses a file.
     """
-    from ._fit import fitted_estimator
-
     directory = Path(directory)
     if not is_complete(directory):
         raise ValueError(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import DataDimensionalityWarning
 
 from .._base import _BaseDeepMC
 from .._data import TrainingData
@@ -227,8 +229,10 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     Parameters
     ----------
     rank : int, default=10
-        r̂, an over-estimate of the rank; the cores are ``2r̂ × 2r̂``. ``2*rank`` must not
-        exceed ``min(m, n)``.
+        r̂, an over-estimate of the rank; the cores are ``2r̂ × 2r̂``. ``2*rank`` cannot
+        exceed ``min(m, n)``: on a smaller matrix the fit uses the largest rank that fits,
+        ``min(m, n) // 2`` (recorded in ``rank_``), with a
+        :class:`~sklearn.exceptions.DataDimensionalityWarning`.
     depth : int, default=3
         Number of cores ``L`` (≥ 2).
     init : {"parsimony", "spectral", "random"}, default="parsimony"
@@ -314,9 +318,11 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
 
     Attributes
     ----------
-    U_ : ndarray of shape (m, 2*rank)
-    V_ : ndarray of shape (n, 2*rank)
-    cores_ : list of ndarray of shape (2*rank, 2*rank)
+    rank_ : int
+        The rank fitted: ``rank``, or ``min(m, n) // 2`` if ``rank`` did not fit.
+    U_ : ndarray of shape (m, 2*rank_)
+    V_ : ndarray of shape (n, 2*rank_)
+    cores_ : list of ndarray of shape (2*rank_, 2*rank_)
         ``[W̃_1, …, W̃_L]``; ``X̂ = scale_ · U_ · W̃_L ⋯ W̃_1 · V_ᵀ`` (plus the biases).
     row_bias_ : ndarray of shape (m,)
         ``a`` (normalised units, like ``U_``), only with ``bias_reg`` set.
@@ -446,6 +452,22 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
         if self.factor_lr_ratio != "auto":
             return float(self.factor_lr_ratio)
         return 1.0 if self.optimizer == "adam" else 0.2 * self.depth
+
+    def _network_for(self, shape: tuple[int, int], init_scale: float) -> CompressedNetwork:
+        """The network, its rank clipped to ``min(m, n) // 2`` (with a warning) if larger."""
+        network = self._build_network(init_scale)
+        fits = min(shape) // 2
+        if fits >= 1 and network.rank > fits:
+            warnings.warn(
+                f"rank={network.rank}: the compressed network's width 2*rank = "
+                f"{2 * network.rank} exceeds min(m, n) = {min(shape)} for X of shape {shape}; "
+                f"fitting rank {fits}, the largest that fits (rank_).",
+                DataDimensionalityWarning,
+                stacklevel=4,
+            )
+            network = replace(network, rank=fits)
+        network.check_shape(shape)
+        return network
 
     def _build_network(self, init_scale: float) -> CompressedNetwork:
         return CompressedNetwork(
@@ -696,6 +718,7 @@ class CompressedNetwork:
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         U, V = params["factors"]
         fitted = {
+            "rank_": self.rank,
             "cores_": params["cores"],
             "U_": U,
             "V_": V,
