@@ -787,6 +787,22 @@ class RatingsCompletion(BaseEstimator):
         Returns
         -------
         self : object
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> from deepmc import RatingsCompletion
+        >>> rng = np.random.default_rng(0)
+        >>> taste = rng.standard_normal((40, 2)) @ rng.standard_normal((2, 20))
+        >>> users, items = np.nonzero(rng.random(taste.shape) < 0.6)
+        >>> ratings = pd.DataFrame({"user": users, "item": items,
+        ...                         "rating": np.clip(np.round(3 + taste[users, items]), 1, 5)})
+        >>> model = RatingsCompletion(rank=2, lr=0.5, check_every=5, n_estimators=2,
+        ...                           random_state=0).fit(ratings[ratings.user < 30])
+        >>> newcomers = ratings[(ratings.user >= 30) & (ratings["item"] < 10)]
+        >>> model = model.partial_fit_users(newcomers)
+        >>> model.predict([35, 35], [12, 15]).shape, len(model.folded_users_.ids)
+        ((2,), 10)
         """
         return self._partial_fit(X, y, side="users", unknown=unknown)
 
