@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
 import warnings
 from collections.abc import Callable
@@ -284,7 +285,13 @@ class CheckpointStore:
         try:
             state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except Exception as exc:  # an unpickling error of any kind: the file is not data
-            raise CheckpointError(f"{d / name}: not a checkpoint of deepmc ({exc}).") from None
+            why = (
+                "it holds Python objects other than tensors and plain data, which are never "
+                "loaded (nothing in it was run)"
+                if isinstance(exc, pickle.UnpicklingError)
+                else f"it cannot be parsed ({type(exc).__name__})"
+            )
+            raise CheckpointError(f"{d / name}: not a checkpoint of deepmc: {why}.") from None
         if not isinstance(state, dict) or state.get("iteration") != step:
             raise CheckpointError(f"{d / name}: not the checkpoint of iteration {step}.")
         return state

@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from ._checkpoint import agree
+    from ._checkpoint import CheckpointWarning, agree
     from ._comm import init_from_env
     from ._fit import fit
     from ._shard import read_shard
@@ -244,9 +244,11 @@ def _run(args: argparse.Namespace) -> int:
                 checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
             )  # fmt: skip
             model.save(output, comm)
+        for w in caught:  # a damaged checkpoint file is named by the rank that read it
+            if comm.rank == 0 or issubclass(w.category, CheckpointWarning):
+                who = f" (rank {comm.rank})" if comm.rank else ""
+                print(f"warning{who}: {w.message}", file=sys.stderr)
         if comm.rank == 0:
-            for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
             m, n = shard.shape
             last = model.history.iloc[-1]
             print(
@@ -264,12 +266,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(exc: BaseException) -> int:
     """One line on stderr for ``exc``; the exit status. Unknown errors are re-raised."""
+    import torch.distributed as dist
+
     from .._solver import DivergenceError
     from ._checkpoint import PeerFailure
     from ._comm import RankFailure
     from ._signals import FitInterrupted
 
-    rank = int(os.environ.get("RANK", "0"))
+    # the launcher's RANK, or the rank in a process group started by the caller
+    rank = dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
     echoed = isinstance(exc, (PeerFailure, RankFailure, FitInterrupted))
     prefix = f"deepmc fit (rank {rank})" if rank else "deepmc fit"
     if isinstance(exc, FitInterrupted):

@@ -293,7 +293,7 @@ def _as_index(a: np.ndarray, label: str, path, where) -> np.ndarray:
         got = f"{a[i]!r}"
     else:
         i, value = _first_bad(a) if a.size else (0, None)
-        got = "nothing (the field is missing)" if _missing(value) else f"{value!r}"
+        got = "a missing or NaN field" if _missing(value) else f"{value!r}"
     return _raise(
         f"{path}:{where(i)} the {label} column must hold integer indices, got {got}. Map "
         "the ids to 0, 1, … first (deepmc fit --remap), use RatingsCompletion for "
@@ -314,7 +314,7 @@ def _as_values(a: np.ndarray, path, where) -> np.ndarray:
         return a.astype(np.float64, copy=False)
     i, value = _first_bad(a)
     if _missing(value):
-        what = "no value (a missing field)"
+        what = "a missing or NaN field"
     else:
         what = f"{value!r}"
         try:
