@@ -165,7 +165,7 @@ def test_compare_command_never_silently_disappears(monkeypatch, capsys):
     assert "--problem" in capsys.readouterr().out
     monkeypatch.setitem(sys.modules, "deepmc.compare", None)  # a broken install
     with pytest.raises(ImportError):
-        main(["demo", "--device", "cpu"])
+        main(["compare", "--help"])
 
 
 def test_valid_arguments_reach_compare(monkeypatch, tmp_path, capsys):
