@@ -6,6 +6,7 @@ equivalent to the full-width network, and never builds an ``m × n`` matrix.
 """
 
 from ._solver import DivergenceError
+from ._threads import thread_limit
 from ._validation import Observations
 from .metrics import recovery_error, relative_error, rmse
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
@@ -26,4 +27,5 @@ __all__ = [
     "recovery_error",
     "relative_error",
     "rmse",
+    "thread_limit",
 ]

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._threads import available_cpus, call_with_threads, fit_threads
 from ._validation import Interval, StrOptions, check_params
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion, make_estimator
 
@@ -652,18 +653,24 @@ class RatingsCompletion(BaseEstimator):
         )
         self.rating_range_ = (float(ratings.min()), float(ratings.max()))
         network = self._make_network(shape)
-        members = Parallel(n_jobs=self.n_jobs)(
-            delayed(fit_member)(
-                rows,
-                cols,
-                ratings,
-                shape,
-                is_val,
-                bias_reg=float(self.bias_reg),
-                network=clone(network).set_params(random_state=seed),
+        # members in worker processes share the CPUs: each worker gets its part of them
+        n_workers = min(effective_n_jobs(self.n_jobs), len(folds))
+        per_worker = max(available_cpus() // n_workers, 1) if n_workers > 1 else None
+        with fit_threads():
+            members = Parallel(n_jobs=self.n_jobs)(
+                delayed(call_with_threads)(
+                    per_worker,
+                    fit_member,
+                    rows,
+                    cols,
+                    ratings,
+                    shape,
+                    is_val,
+                    bias_reg=float(self.bias_reg),
+                    network=clone(network).set_params(random_state=seed),
+                )
+                for is_val, seed in folds
             )
-            for is_val, seed in folds
-        )
         # Predictions are linear in the members' terms until the final clip, so the
         # averaged biases are exactly the bias part of the averaged prediction.
         self.global_mean_ = float(np.mean([m[0] for m in members]))
