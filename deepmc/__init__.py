@@ -23,6 +23,7 @@ _EXPORTS = {
     "recovery_error": ".metrics",
     "relative_error": ".metrics",
     "rmse": ".metrics",
+    "thread_limit": "._threads",
 }
 _SUBMODULES = {
     "compare",

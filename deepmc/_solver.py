@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from ._data import HeldOut, TrainingData
-from ._device import intra_op_threads, synchronize
+from ._device import synchronize
 from ._optim import GradientDescent, make_optimizer, step
 from ._params import Params
 from ._progress import Interrupt, finish_progress, progress_bar, show_progress
+from ._threads import StepThreads
 
 if TYPE_CHECKING:
     from .models._network import Network
@@ -469,7 +470,7 @@ def gradient_descent(
 
 def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str:
     """Step until a check says stop; return the reason."""
-    threads = intra_op_threads(cfg.data.device, cfg.network.step_work(cfg.data))
+    threads = StepThreads(cfg.data.device, cfg.network.step_work(cfg.data))
     # the networks' gradients are closed form: no op of the loop records a graph, and
     # with grad mode off the per-step checks for parameters that require grad are skipped
     with cfg.interrupt or Interrupt() as interrupt, threads, torch.no_grad():
@@ -487,5 +488,6 @@ def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str
                 elif outcome:
                     return outcome
             step(cfg.flat, grads, state.optimizer)
+            threads.tick(timed=not at_check)
             state.restored = False
             state.it += 1
