@@ -22,7 +22,8 @@ On exactly low-rank data ``σ² → 0`` and the fold-in interpolates the observe
 within the fitted row space.
 
 Every row's k × k normal equations are formed by one matrix product per block of rows
-(``M · (B ⊙ B)`` with ``M`` the observation pattern) and solved by one batched Cholesky
+(``M · (B ⊙ B)`` with ``M`` the observation pattern), or by summing the outer products
+of the observed entries when few are observed, and solved by one batched Cholesky
 factorisation: there is no loop over rows.
 """
 
@@ -34,7 +35,6 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
 __all__ = ["RowPrior", "complete_rows", "fold_in", "residual_noise_variance", "row_prior"]
@@ -45,8 +45,8 @@ _RTOL = 1e-10
 _MIN_NOISE = 1e-12
 #: Floats per block of the normal equations (the pattern, the values and ``k²`` per row).
 _BLOCK_FLOATS = 1 << 23
-#: Below this fraction of observed entries a block is multiplied as a sparse matrix.
-_SPARSE_DENSITY = 0.05
+#: Below this fraction of observed entries a block sums the outer products entry by entry.
+_SPARSE_DENSITY = 0.1
 
 
 class RowPrior(NamedTuple):
@@ -88,7 +88,7 @@ def row_prior(left: np.ndarray, right: np.ndarray, *, rtol: float = _RTOL) -> Ro
     >>> import numpy as np
     >>> left = np.array([[1.0], [3.0]]); right = np.array([[1.0], [2.0]])
     >>> prior = row_prior(left, right)
-    >>> prior.mean.tolist(), np.abs(prior.basis).ravel().round(6).tolist()
+    >>> prior.mean.round(6).tolist(), np.abs(prior.basis).ravel().round(6).tolist()
     ([2.0, 4.0], [1.0, 2.0])
     """
     left = np.asarray(left, dtype=np.float64)
@@ -105,18 +105,45 @@ def row_prior(left: np.ndarray, right: np.ndarray, *, rtol: float = _RTOL) -> Ro
     return RowPrior(mean=q @ centre, basis=np.ascontiguousarray(basis))
 
 
-def _block_systems(
-    basis: torch.Tensor, pattern: sp.csr_matrix, centred: sp.csr_matrix
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``B_oᵀ B_o`` and ``B_oᵀ (x_o − μ_o)`` of every row of one block."""
+def _outer_rows(basis: torch.Tensor) -> torch.Tensor:
+    """``b_j b_jᵀ`` of every row ``b_j`` of ``basis``, flattened: shape (n, r²)."""
     n, r = basis.shape
-    outer = (basis[:, :, None] * basis[:, None, :]).reshape(n, r * r)
-    if pattern.nnz < _SPARSE_DENSITY * pattern.shape[0] * n:
-        gram = torch.from_numpy(pattern @ outer.numpy())
-        rhs = torch.from_numpy(centred @ basis.numpy())
-    else:
-        gram = torch.from_numpy(pattern.toarray()) @ outer
-        rhs = torch.from_numpy(centred.toarray()) @ basis
+    return (basis[:, :, None] * basis[:, None, :]).reshape(n, r * r)
+
+
+def _block_systems(
+    basis: torch.Tensor,
+    outer: torch.Tensor | None,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    centred: np.ndarray,
+    size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B_oᵀ B_o`` and ``B_oᵀ (x_o − μ_o)`` of every row of one block of ``size`` rows.
+
+    ``rows`` are local to the block. With ``outer`` (:func:`_outer_rows`) and enough
+    observed entries, the dense pattern is multiplied by it (one BLAS product); otherwise
+    the outer products of the observed entries are summed row by row (``index_add_``),
+    a chunk of entries at a time, which never forms an ``n × r²`` matrix.
+    """
+    n, r = basis.shape
+    if outer is not None and rows.shape[0] >= _SPARSE_DENSITY * size * n:
+        flat = rows * n + cols
+        pattern = np.zeros(size * n)
+        pattern[flat] = 1.0
+        observed = np.zeros(size * n)
+        observed[flat] = centred
+        gram = torch.from_numpy(pattern.reshape(size, n)) @ outer
+        rhs = torch.from_numpy(observed.reshape(size, n)) @ basis
+        return gram.reshape(-1, r, r), rhs
+    gram = torch.zeros(size, r * r, dtype=basis.dtype)
+    rhs = torch.zeros(size, r, dtype=basis.dtype)
+    step = max(1, _BLOCK_FLOATS // (r * r + r))
+    for lo in range(0, rows.shape[0], step):
+        where = torch.from_numpy(rows[lo : lo + step])
+        b = basis[torch.from_numpy(cols[lo : lo + step])]
+        gram.index_add_(0, where, (b[:, :, None] * b[:, None, :]).reshape(-1, r * r))
+        rhs.index_add_(0, where, b * torch.from_numpy(centred[lo : lo + step])[:, None])
     return gram.reshape(-1, r, r), rhs
 
 
@@ -167,6 +194,8 @@ def fold_in(
     scale = float(np.sum(prior.basis**2)) / n
     ridge = max(float(noise_var), _MIN_NOISE * scale, np.finfo(np.float64).tiny)
     centred = np.asarray(values, dtype=np.float64) - prior.mean[cols]
+    # the dense product needs the n × r² outer products once, when they are small enough
+    outer = _outer_rows(basis) if n * r * r <= _BLOCK_FLOATS else None
     block = max(1, _BLOCK_FLOATS // (2 * n + r * r))
     bounds = np.searchsorted(rows, np.arange(0, n_rows + block, block))
     for start, (lo, hi) in enumerate(itertools.pairwise(bounds)):
@@ -174,10 +203,8 @@ def fold_in(
             continue
         first = start * block
         size = min(block, n_rows - first)
-        where = (rows[lo:hi] - first, cols[lo:hi])
-        pattern = sp.csr_matrix((np.ones(hi - lo), where), shape=(size, n))
-        observed = sp.csr_matrix((centred[lo:hi], where), shape=(size, n))
-        gram, rhs = _block_systems(basis, pattern, observed)
+        local = rows[lo:hi] - first
+        gram, rhs = _block_systems(basis, outer, local, cols[lo:hi], centred[lo:hi], size)
         alpha[first : first + size] = _solve(gram, rhs, ridge).numpy()
     return alpha
 

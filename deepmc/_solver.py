@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from ._data import HeldOut, TrainingData
-from ._device import intra_op_threads, synchronize
+from ._device import synchronize
 from ._optim import GradientDescent, make_optimizer, step
 from ._params import Params
 from ._progress import Interrupt, finish_progress, progress_bar, show_progress
+from ._threads import StepThreads
 
 if TYPE_CHECKING:
     from .models._network import Network
@@ -229,6 +230,7 @@ class _Config:
     callbacks: Sequence[Callable[[Check], Any]]
     end_iter: int
     history: list[dict]
+    interrupt: Any = None
     progress: Any = None
 
     def new_optimizer(self, lr: float) -> Any:
@@ -365,6 +367,7 @@ def gradient_descent(
     reduce: Reduce | None = None,
     stop_rule: Callable[[Check], str],
     callbacks: Sequence[Callable[[Check], Any]] = (),
+    interrupt: Any = None,
 ) -> SolveResult:
     """Gradient descent on ``network`` from ``params`` (updated in place), with periodic checks.
 
@@ -426,6 +429,11 @@ def gradient_descent(
         edits ``check.params`` in place returns ``True``: the residual and gradients
         are recomputed and the edited state becomes the change baseline and the
         back-off point.
+    interrupt : context manager, default=None
+        Used instead of :class:`Interrupt`: an object whose ``requested`` attribute,
+        read between steps, says to stop at the next check. A distributed fit passes
+        one whose flag changes only when the ranks agree, so every rank stops at the
+        same step.
 
     Returns
     -------
@@ -439,6 +447,7 @@ def gradient_descent(
         monitors=dict(monitors or {}), validation=validation, reduce=reduce,
         stop_rule=stop_rule, callbacks=list(callbacks),
         end_iter=start_iter + max_iter, history=[] if history is None else history,
+        interrupt=interrupt,
     )  # fmt: skip
     state = _State(it=start_iter, lr=lr, optimizer=cfg.new_optimizer(lr))
     cfg.progress = progress_bar(verbose, name, start_iter, cfg.end_iter, tol)
@@ -461,10 +470,10 @@ def gradient_descent(
 
 def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str:
     """Step until a check says stop; return the reason."""
-    threads = intra_op_threads(cfg.data.device, cfg.network.step_work(cfg.data))
+    threads = StepThreads(cfg.data.device, cfg.network.step_work(cfg.data))
     # the networks' gradients are closed form: no op of the loop records a graph, and
     # with grad mode off the per-step checks for parameters that require grad are skipped
-    with Interrupt() as interrupt, threads, torch.no_grad():
+    with cfg.interrupt or Interrupt() as interrupt, threads, torch.no_grad():
         while True:
             at_check = (state.it - start_iter) % check_every == 0 or state.it >= cfg.end_iter
             resid, grads = cfg.network.residual_and_grads(cfg.data, cfg.params)
@@ -479,5 +488,6 @@ def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str
                 elif outcome:
                     return outcome
             step(cfg.flat, grads, state.optimizer)
+            threads.tick(timed=not at_check)
             state.restored = False
             state.it += 1

@@ -340,11 +340,11 @@ def check_observations(X: Any, *, mask: Any = None) -> Observations:
 ENTRY_SAMPLE_SIZE = 256
 #: Why a matrix estimator refuses another matrix, and what to do instead.
 TRANSDUCTIVE_ADVICE = (
-    "Completion is transductive: the estimator completes the matrix it was fitted on, and "
-    "a matrix with other rows is another problem (fit on it, or warm_start=True to "
-    "continue from the fitted weights). To cross-validate, hold out entries rather than "
-    "rows: fit on X with the held-out entries set to np.nan and score a matrix holding "
-    "only those entries (scikit-learn's splitters split rows)."
+    "score compares with held-out entries of the fitted matrix; a matrix with other rows "
+    "is another problem (transform(X) completes new rows by folding them in, and a Pipeline "
+    "with deepmc as a step cross-validates over rows). To score the completion itself, hold "
+    "out entries rather than rows: fit on X with the held-out entries set to np.nan and "
+    "score a matrix holding only those entries."
 )
 
 

@@ -19,6 +19,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 
+import deepmc._foldin as foldin_module
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from deepmc._foldin import (
     complete_rows,
@@ -88,20 +89,22 @@ def test_row_prior_is_the_mean_and_covariance_of_the_fitted_rows():
     assert row_prior(ones, np.hstack([right, rng.standard_normal((25, 1))])).basis.shape[1] == 3
 
 
-def test_sparse_and_dense_blocks_agree():
+@pytest.mark.parametrize("fraction", [0.02, 0.5])
+def test_the_dense_product_and_the_entry_sums_agree(fraction, monkeypatch):
+    """Both ways of forming the normal equations give the same systems."""
     rng = np.random.default_rng(2)
     prior = row_prior(rng.standard_normal((30, 3)), rng.standard_normal((400, 3)))
-    sparse = rng.random((20, 400)) < 0.02  # below the density that switches to dense
-    dense = rng.random((20, 400)) < 0.5
-    values = rng.standard_normal((20, 400))
-    for pattern in (sparse, dense):
-        rows, cols = np.nonzero(pattern)
-        got = fold_in(prior, rows, cols, values[rows, cols], 20, noise_var=0.1)
-        one = [
-            fold_in(prior, cols[rows == i] * 0, cols[rows == i], values[i, pattern[i]], 1, 0.1)
-            for i in range(20)
-        ]
-        np.testing.assert_allclose(got, np.vstack(one), rtol=1e-10, atol=1e-12)
+    X = np.where(rng.random((20, 400)) < fraction, rng.standard_normal((20, 400)), np.nan)
+    rows, cols = np.nonzero(np.isfinite(X))
+    results = []
+    for threshold in (0.0, 2.0):  # every block dense, then every block by entries
+        monkeypatch.setattr(foldin_module, "_SPARSE_DENSITY", threshold)
+        results.append(fold_in(prior, rows, cols, X[rows, cols], 20, noise_var=0.1))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-10, atol=1e-12)
+    monkeypatch.setattr(foldin_module, "_BLOCK_FLOATS", 3 * 400)  # tiny blocks and chunks
+    np.testing.assert_allclose(
+        fold_in(prior, rows, cols, X[rows, cols], 20, noise_var=0.1), results[0], rtol=1e-10
+    )
 
 
 def test_residual_noise_variance_reads_the_loss_at_the_kept_iteration():

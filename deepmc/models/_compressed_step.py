@@ -265,6 +265,9 @@ def jacobi_bias_steps(
         return tuple((c + reg).clamp_(min=1e-12)[:, None] for c in (n_u, n_i))
 
     den_u, den_i = kernels.memo(("compressed.bias_counts", reg), counts)
-    sum_u = torch.zeros_like(a).index_add_(0, data.rows, resid[:, None])
-    sum_i = torch.zeros_like(b).index_add_(0, data.cols, resid[:, None])
+    # Ω is sorted by row: the row sums are segment sums over the CSR offsets; 1-D
+    # index_add_ for the columns (the (N, 1) form takes a slower per-slice path)
+    sum_u = torch.segment_reduce(resid, "sum", offsets=data.pattern.crow)[:, None]
+    sum_i = torch.zeros(n, dtype=resid.dtype, device=resid.device)
+    sum_i = sum_i.index_add_(0, data.cols, resid)[:, None]
     return [sum_u.add_(a, alpha=reg).div_(den_u), sum_i.add_(b, alpha=reg).div_(den_i)]
