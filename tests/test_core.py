@@ -199,7 +199,7 @@ def test_compressed_without_dlr_stalls(problem_a):
 
 def test_compressed_gradients_match_autograd():
     from deepmc._kernels import ObservedPattern
-    from deepmc.models._compressed import compressed_loss_and_grads
+    from deepmc.models._compressed_step import compressed_loss_and_grads
 
     problem = make_problem(shape=(13, 9), rank=2, fraction=0.5, random_state=0)
     o = problem.train

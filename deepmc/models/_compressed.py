@@ -21,19 +21,15 @@ from .._validation import Interval, StrOptions
 from ..init import parsimony, random_frames, spectral
 from ._compressed_step import (
     BIAS_STEP,
-    compressed_loss_and_grads,
     compressed_residual_and_grads,
     decay_excess,
-    decay_weights,
     jacobi_bias_steps,
 )
 
 __all__ = [
     "CompressedDeepMatrixCompletion",
     "CompressedNetwork",
-    "compressed_loss_and_grads",
     "compressed_residual_and_grads",
-    "decay_weights",
 ]
 
 
@@ -345,8 +341,9 @@ class CompressedNetwork:
     decay_weighting : float, default=0.0
         α: with ``λ > 0`` and ``α > 0``, :meth:`residual_and_grads` adds the excess
         ``λ(w_u − 1) U_u`` and ``λ(w_i − 1) V_i`` of the row-weighted decay (see
-        :func:`decay_weights`) to the factor gradients, so that optimizer and network
-        together apply ``λ w_u U_u``. With ``α = 0`` the gradients are untouched.
+        :func:`~deepmc.models._compressed_step.decay_weights`) to the factor gradients,
+        so that optimizer and network together apply ``λ w_u U_u``. With ``α = 0`` the
+        gradients are untouched.
     bias_reg : float or None, default=None
         λ_b of the row and column biases (parameter group ``"biases"``: ``a`` of shape
         ``(m, 1)``, ``b`` of shape ``(n, 1)``); ``None``: no biases.
