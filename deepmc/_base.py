@@ -35,6 +35,7 @@ from ._device import make_generator, resolve_device, resolve_dtype
 from ._foldin import RowPrior, complete_rows, fold_in, residual_noise_variance, row_prior
 from ._prune import SpectralMonitor
 from ._solver import DivergenceError, SolveResult, gradient_descent
+from ._threads import fit_threads
 from ._validation import (
     TRANSDUCTIVE_ADVICE,
     Interval,
@@ -254,7 +255,8 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                         f"{name}: expected a matrix of shape {obs.shape} (that of X), got "
                         f"{held_out[name].shape}."
                     )
-        self._fit(obs, held_out.get("eval_set"), held_out.get("validation_set"))
+        with fit_threads():  # torch and BLAS threads by CPUs and load; restored after
+            self._fit(obs, held_out.get("eval_set"), held_out.get("validation_set"))
         self._entry_sample = entry_sample(obs)  # lets score recognise another matrix
         return self
 

@@ -83,6 +83,7 @@ def test_version(capsys):
         (["compare", "--problem", "30x20"], "needs a rank"),
         (["compare", "--problem", "10x10,rank=20"], "rank <= min(m, n) = 10"),
         (["compare", "--problem", "ml-1m", "--cache-dir", "/nonexistent"], "grouplens"),
+        (["compare", "--problem", "ml-100k", "--cache-dir", "/nonexistent"], "Pass --download"),
         (["compare", "--check-every", "0"], "argument --check-every: expected an integer >= 1"),
         (["compare", "--max-iter", "-5"], "argument --max-iter: expected an integer >= 1"),
         (["compare", "--max-iter", "ten"], "argument --max-iter: expected an integer >= 1"),
@@ -164,7 +165,7 @@ def test_compare_command_never_silently_disappears(monkeypatch, capsys):
     assert "--problem" in capsys.readouterr().out
     monkeypatch.setitem(sys.modules, "deepmc.compare", None)  # a broken install
     with pytest.raises(ImportError):
-        main(["demo", "--device", "cpu"])
+        main(["compare", "--help"])
 
 
 def test_valid_arguments_reach_compare(monkeypatch, tmp_path, capsys):

@@ -181,6 +181,7 @@ def test_plots_without_axes_use_a_new_pyplot_figure():
         plt.close("all")
 
 
+@pytest.mark.slow  # a subprocess that imports torch, then draws
 def test_deepmc_imports_matplotlib_only_to_draw_and_never_pyplot(tmp_path):
     # one subprocess (importing torch is the slow part): importing deepmc, deepmc.compare
     # and deepmc.plotting imports no matplotlib; compare's files are drawn without pyplot

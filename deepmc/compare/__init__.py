@@ -18,7 +18,8 @@ From the shell::
 
     deepmc compare --problem A --device cpu --output-dir compare-output
     deepmc compare --problem 300x200,rank=4,fraction=0.25 --no-dlr
-    deepmc compare --problem ml-100k/u.data --rank 10 --methods narrow,compressed
+    deepmc compare --problem ml-100k --download --rank 10 --methods narrow,compressed
+    deepmc compare --problem path/to/ratings.csv --methods compressed
 
 From Python:
 

@@ -179,6 +179,7 @@ def compare(
     thresholds: tuple[float, ...] = THRESHOLDS,
     test_fraction: float = 0.2,
     cache_dir: str | None = None,
+    download: bool = False,
     verbose: int = 0,
     log: Callable[[str], Any] = print,
 ) -> pd.DataFrame:
@@ -221,6 +222,8 @@ def compare(
         Held-out fraction for ratings.
     cache_dir : str, default=None
         Folder of MovieLens releases.
+    download : bool, default=False
+        Fetch a MovieLens release missing from ``cache_dir`` (GroupLens, sha256-checked).
     verbose : int, default=0
         Progress bars of the estimators.
     log : callable, default=print
@@ -249,6 +252,7 @@ def compare(
             seed=seed,
             test_fraction=test_fraction,
             cache_dir=cache_dir,
+            download=download,
         )
     if init_scale is not None:
         task.init_scale = init_scale

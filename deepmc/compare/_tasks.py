@@ -154,6 +154,7 @@ def _ratings_task(
     seed: int,
     test_fraction: float,
     cache_dir: str | None,
+    download: bool = False,
 ) -> Task:
     """Ratings: a seeded held-out split; the networks fit what the biases leave.
 
@@ -166,7 +167,7 @@ def _ratings_task(
     """
     from ..ratings import RatingsCompletion, fit_biases
 
-    ratings = load_movielens(source, cache_dir=cache_dir)
+    ratings = load_movielens(source, cache_dir=cache_dir, download=download)
     train, test = ratings.train_test_split(test_fraction, random_state=seed)
     tr, te = train.to_observations(), test.to_observations()
     defaults = RatingsCompletion().get_params()
@@ -196,6 +197,7 @@ def load_task(
     seed: int = 0,
     test_fraction: float = 0.2,
     cache_dir: str | None = None,
+    download: bool = False,
 ) -> Task:
     """Build the :class:`Task` for a problem name, synthetic spec or ratings source.
 
@@ -216,6 +218,9 @@ def load_task(
         Held-out fraction of the ratings.
     cache_dir : str, default=None
         Where MovieLens release names are looked for.
+    download : bool, default=False
+        Fetch a MovieLens release absent from the cache folder (see
+        :func:`deepmc.datasets.load_movielens`).
 
     Returns
     -------
@@ -230,6 +235,7 @@ def load_task(
         seed=seed,
         test_fraction=test_fraction,
         cache_dir=cache_dir,
+        download=download,
     )
 
 
