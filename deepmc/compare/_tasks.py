@@ -6,10 +6,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import models
 from .._validation import Observations
 from ..datasets import PROBLEMS, load_movielens, make_problem
-from ..models import METHODS
+from ..models import METHODS, make_estimator
 
 __all__ = ["METHODS", "RATINGS_RANK", "THRESHOLDS", "Task", "load_task", "parse_problem"]
 
@@ -258,4 +257,4 @@ def task_estimator(method: str, task: Task, **params: Any) -> Any:
     common = {"depth": task.depth, **params}
     if task.init_scale is not None:
         common.setdefault("init_scale", task.init_scale)
-    return models.make_estimator(method, rank=task.rank, **common)
+    return make_estimator(method, rank=task.rank, **common)
