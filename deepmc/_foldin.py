@@ -22,9 +22,9 @@ On exactly low-rank data ``σ² → 0`` and the fold-in interpolates the observe
 within the fitted row space.
 
 Every row's k × k normal equations are formed by one matrix product per block of rows
-(``M · (B ⊙ B)`` with ``M`` the observation pattern), or by summing the outer products
-of the observed entries when few are observed, and solved by one batched Cholesky
-factorisation: there is no loop over rows.
+(``M · (B ⊙ B)`` with ``M`` the observation pattern), or, when few entries are observed,
+by one batched product of each row's observed rows of ``B``, and solved by one batched
+Cholesky factorisation: there is no loop over rows.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _RTOL = 1e-10
 _MIN_NOISE = 1e-12
 #: Floats per block of the normal equations (the pattern, the values and ``k²`` per row).
 _BLOCK_FLOATS = 1 << 23
-#: Below this fraction of observed entries a block sums the outer products entry by entry.
+#: Below this fraction of observed entries a block packs each row's observed entries.
 _SPARSE_DENSITY = 0.1
 
 
@@ -121,10 +121,10 @@ def _block_systems(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``B_oᵀ B_o`` and ``B_oᵀ (x_o − μ_o)`` of every row of one block of ``size`` rows.
 
-    ``rows`` are local to the block. With ``outer`` (:func:`_outer_rows`) and enough
-    observed entries, the dense pattern is multiplied by it (one BLAS product); otherwise
-    the outer products of the observed entries are summed row by row (``index_add_``),
-    a chunk of entries at a time, which never forms an ``n × r²`` matrix.
+    ``rows`` are local to the block (sorted). With ``outer`` (:func:`_outer_rows`) and
+    enough observed entries, the dense pattern is multiplied by it (one BLAS product);
+    otherwise the observed rows of ``B`` are packed per row (:func:`_padded_systems`),
+    which never forms an ``n × r²`` matrix.
     """
     n, r = basis.shape
     if outer is not None and rows.shape[0] >= _SPARSE_DENSITY * size * n:
@@ -136,15 +136,38 @@ def _block_systems(
         gram = torch.from_numpy(pattern.reshape(size, n)) @ outer
         rhs = torch.from_numpy(observed.reshape(size, n)) @ basis
         return gram.reshape(-1, r, r), rhs
-    gram = torch.zeros(size, r * r, dtype=basis.dtype)
-    rhs = torch.zeros(size, r, dtype=basis.dtype)
-    step = max(1, _BLOCK_FLOATS // (r * r + r))
-    for lo in range(0, rows.shape[0], step):
-        where = torch.from_numpy(rows[lo : lo + step])
-        b = basis[torch.from_numpy(cols[lo : lo + step])]
-        gram.index_add_(0, where, (b[:, :, None] * b[:, None, :]).reshape(-1, r * r))
-        rhs.index_add_(0, where, b * torch.from_numpy(centred[lo : lo + step])[:, None])
-    return gram.reshape(-1, r, r), rhs
+    return _padded_systems(basis, rows, cols, centred, size)
+
+
+def _padded_systems(
+    basis: torch.Tensor, rows: np.ndarray, cols: np.ndarray, centred: np.ndarray, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The systems of :func:`_block_systems` from each row's observed rows of ``B``.
+
+    Row ``i``'s observed rows of ``B`` are packed into a zero-padded ``(width, r)`` slab
+    (``width`` its block's largest count) and ``B_oᵀ B_o`` is one batched product of the
+    slabs: work in proportion to the observed entries, as BLAS, when few are observed.
+    """
+    r = basis.shape[1]
+    counts = np.bincount(rows, minlength=size)
+    offsets = np.cumsum(counts) - counts
+    gram = torch.empty(size, r, r, dtype=basis.dtype)
+    rhs = torch.empty(size, r, dtype=basis.dtype)
+    step = max(1, _BLOCK_FLOATS // (max(int(counts.max()), 1) * (r + 1)))
+    for first in range(0, size, step):
+        last = min(first + step, size)
+        lo, hi = offsets[first], offsets[last - 1] + counts[last - 1]
+        local = rows[lo:hi] - first
+        width = max(int(counts[first:last].max()), 1)
+        pos = torch.from_numpy(np.arange(hi - lo) - (offsets[rows[lo:hi]] - lo))
+        where = torch.from_numpy(local)
+        slab = torch.zeros(last - first, width, r, dtype=basis.dtype)
+        slab[where, pos] = basis[torch.from_numpy(cols[lo:hi])]
+        values = torch.zeros(last - first, width, 1, dtype=basis.dtype)
+        values[where, pos, 0] = torch.from_numpy(centred[lo:hi])
+        gram[first:last] = slab.transpose(1, 2) @ slab
+        rhs[first:last] = (slab.transpose(1, 2) @ values)[:, :, 0]
+    return gram, rhs
 
 
 def _solve(gram: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -172,7 +195,7 @@ def fold_in(
     prior : RowPrior
         From :func:`row_prior`.
     rows, cols : ndarray of int of shape (N,)
-        Positions of the observed entries; ``rows`` sorted (increasing).
+        Positions of the observed entries (fastest with ``rows`` sorted).
     values : ndarray of shape (N,)
         The observed entries.
     n_rows : int
@@ -193,6 +216,9 @@ def fold_in(
     basis = torch.from_numpy(prior.basis)
     scale = float(np.sum(prior.basis**2)) / n
     ridge = max(float(noise_var), _MIN_NOISE * scale, np.finfo(np.float64).tiny)
+    if np.any(rows[1:] < rows[:-1]):
+        order = np.argsort(rows, kind="stable")
+        rows, cols, values = rows[order], cols[order], np.asarray(values)[order]
     centred = np.asarray(values, dtype=np.float64) - prior.mean[cols]
     # the dense product needs the n × r² outer products once, when they are small enough
     outer = _outer_rows(basis) if n * r * r <= _BLOCK_FLOATS else None

@@ -75,6 +75,9 @@ def test_fold_in_solves_each_rows_ridge_problem():
         )
         np.testing.assert_allclose(alpha[i], expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(complete_rows(prior, alpha)[5], left.mean(0) @ right.T, rtol=1e-12)
+    shuffled = np.random.default_rng(1).permutation(rows.shape[0])  # entries in any order
+    again = fold_in(prior, rows[shuffled], cols[shuffled], X[rows, cols][shuffled], 12, 0.3)
+    np.testing.assert_allclose(again, alpha, rtol=1e-12, atol=1e-14)
 
 
 def test_row_prior_is_the_mean_and_covariance_of_the_fitted_rows():
