@@ -82,7 +82,7 @@ def thread_limit(n_threads: int | None = None, *, adaptive: bool = True) -> Iter
     >>> from deepmc.datasets import make_problem
     >>> problem = make_problem("A", random_state=0)
     >>> with deepmc.thread_limit(1):
-    ...     est = deepmc.CompressedDeepMatrixCompletion(rank=5, max_iter=50).fit(problem.train)
+    ...     est = deepmc.CompressedDeepMatrixCompletion(rank=5).fit(problem.train)
     """
     if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
         raise ValueError(f"n_threads: expected None or an int >= 1, got {n_threads!r}.")

@@ -11,7 +11,8 @@ import torch
 
 from deepmc._data import prepare
 from deepmc._validation import check_observations
-from deepmc.models._compressed import CompressedNetwork, _jacobi_bias_steps
+from deepmc.models._compressed import CompressedNetwork
+from deepmc.models._compressed_step import jacobi_bias_steps
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
 
@@ -29,7 +30,7 @@ def test_bias_steps_match_plain_sums_with_empty_rows_and_columns(dtype):
     a = torch.as_tensor(rng.standard_normal((m, 1)), dtype=dtype)
     b = torch.as_tensor(rng.standard_normal((n, 1)), dtype=dtype)
     reg = 2.0
-    got_u, got_i = _jacobi_bias_steps(data, resid, [a, b], reg)
+    got_u, got_i = jacobi_bias_steps(data, resid, [a, b], reg)
     r, c, v = data.rows.numpy(), data.cols.numpy(), resid.numpy().astype(np.float64)
     n_u, n_i = np.bincount(r, minlength=m), np.bincount(c, minlength=n)
     want_u = (np.bincount(r, v, minlength=m) + reg * a.numpy()[:, 0]) / (n_u + reg)
