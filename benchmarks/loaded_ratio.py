@@ -81,19 +81,29 @@ def _spin() -> None:
         pass
 
 
-def _launch(args: argparse.Namespace, count: int, policy: str) -> list[float]:
+def _launch(
+    fit: str, count: int, policy: str, data: Path = DEFAULT_DATA, threads: int | None = None
+) -> list[float]:
     """``count`` workers started together; their fit seconds."""
     start_at = time.time() + _LEAD
-    cmd = [sys.executable, __file__, "--worker", "--fit", args.fit, "--data", str(args.data)]
-    cmd += ["--start-at", repr(start_at)]
-    cmd += ["--policy", policy]
-    if args.threads is not None:
-        cmd += ["--threads", str(args.threads)]
+    cmd = [sys.executable, __file__, "--worker", "--fit", fit, "--data", str(data)]
+    cmd += ["--start-at", repr(start_at), "--policy", policy]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(count)]
     outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
         raise RuntimeError(f"a worker failed: {outs}")
     return [json.loads(out.strip().splitlines()[-1])["seconds"] for out in outs]
+
+
+def loaded_ratio(
+    fit: str, policy: str = "auto", data: Path = DEFAULT_DATA, threads: int | None = None
+) -> tuple[float, float, list[float]]:
+    """One round: the solo seconds, the two loaded ones, and ``max(loaded) / solo``."""
+    (solo,) = _launch(fit, 1, policy, data, threads)
+    loaded = _launch(fit, 2, policy, data, threads)
+    return max(loaded) / solo, solo, loaded
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,9 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         for r in range(args.rounds):
             for policy in args.policy:
-                (solo,) = _launch(args, 1, policy)
-                loaded = _launch(args, 2, policy)
-                ratios[policy].append(max(loaded) / solo)
+                ratio, solo, loaded = loaded_ratio(args.fit, policy, args.data, args.threads)
+                ratios[policy].append(ratio)
                 print(
                     f"round {r} {policy}: solo {solo:.2f} s | two at once {loaded[0]:.2f} s, "
                     f"{loaded[1]:.2f} s | ratio {ratios[policy][-1]:.2f}",
