@@ -235,10 +235,9 @@ class CheckpointStore:
                     "(overwrite=True) to discard it."
                 )
         if self.comm.max_int(1 if message else 0):
-            raise CheckpointError(
-                message
-                or f"{self.directory}: holds checkpoints of another run (see rank 0's message)."
-            )
+            if not message:  # rank 0 says which and why
+                raise PeerFailure(f"rank 0 refused the checkpoints in {self.directory}.")
+            raise CheckpointError(message)
 
     def _newest_before(self, limit: int | None) -> int | None:
         step = -1

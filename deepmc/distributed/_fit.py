@@ -42,7 +42,6 @@ from ._signals import FitInterrupted, StopRequest
 __all__ = ["ShardedModel", "fit"]
 
 
-
 @dataclass
 class ShardedModel:
     """A network fitted across ranks: this rank's rows of the left factor, and the rest.
