@@ -45,6 +45,7 @@ from ._validation import (
     check_observations,
     check_params,
     check_same_matrix,
+    check_value_range,
     entry_sample,
 )
 
@@ -243,6 +244,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_params(self)
         obs = self._validate_input(X, mask, reset=True)
+        check_value_range(obs)
         held_out = {}
         for name, value in (("eval_set", eval_set), ("validation_set", validation_set)):
             if value is not None:

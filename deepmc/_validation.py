@@ -193,6 +193,34 @@ def _check_finite_values(values: np.ndarray, what: str) -> None:
         )
 
 
+def check_value_range(obs: Observations, what: str = "X") -> None:
+    """Refuse observations that floating point cannot fit: all zero, or too large or small.
+
+    The fit divides the values by the largest singular value of the sampled matrix and
+    sums squares of them; values whose squares overflow or underflow the dtype would end
+    in an overflow or a spurious divergence, so they are refused with the way out.
+    """
+    if obs.n_observed == 0:
+        return
+    amax = float(np.max(np.abs(obs.values)))
+    if amax == 0:
+        raise ValueError(
+            f"{what}: every observed entry is 0, so there is nothing to complete (the "
+            "completion would be the zero matrix). Check that the values were read correctly."
+        )
+    info = np.finfo(obs.values.dtype)
+    # the sum of N squares must stay finite, and the squares must not all underflow
+    high = float(np.sqrt(info.max)) / (10.0 * np.sqrt(obs.n_observed))
+    low = float(np.sqrt(info.tiny)) * 1e3
+    if not low <= amax <= high:
+        raise ValueError(
+            f"{what}: the largest observed magnitude is {amax:.3g}, outside what a "
+            f"{info.dtype} fit can represent ({low:.1g} to {high:.1g} for "
+            f"{obs.n_observed} entries). Rescale the values first (e.g. divide X by "
+            f"{amax:.3g}) and multiply the completion back."
+        )
+
+
 def _sorted(rows, cols, values, shape) -> Observations:
     order = np.lexsort((cols, rows))
     rows, cols, values = rows[order], cols[order], values[order]

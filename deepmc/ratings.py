@@ -11,6 +11,7 @@ compared through the same pipeline.
 
 from __future__ import annotations
 
+import numbers
 from numbers import Integral, Real
 from typing import Any
 
@@ -226,6 +227,32 @@ def _check_ids(ids: np.ndarray, name: str) -> np.ndarray:
             f"{name}: found {_positions(np.isinf(ids))} infinite ids; ids must be finite."
         )
     return ids
+
+
+def _id_kind(ids: np.ndarray) -> str | None:
+    """``"number"`` or ``"string"`` for ids all of one kind, ``None`` for a mix."""
+    if ids.dtype.kind in "biuf":
+        return "number"
+    if ids.dtype.kind in "US":
+        return "string"
+    values = ids.ravel().tolist()
+    if all(isinstance(v, numbers.Number) for v in values):
+        return "number"
+    if all(isinstance(v, str) for v in values):
+        return "string"
+    return None
+
+
+def _check_id_kind(ids: np.ndarray, fitted: np.ndarray, name: str) -> None:
+    """Refuse ids of another kind than the fitted ones: every one would be unknown."""
+    kind, fitted_kind = _id_kind(ids), _id_kind(fitted)
+    if ids.size and kind and fitted_kind and kind != fitted_kind:
+        raise ValueError(
+            f"predict: the {name} ids are {kind}s (e.g. {ids.ravel()[0]!r}) but the model "
+            f"was fitted on {fitted_kind} ids (e.g. {fitted.ravel()[0]!r}), so none of them "
+            "is known and every prediction would fall back to the mean. Pass the ids as "
+            "they were given to fit."
+        )
 
 
 def _encode_ids(ids: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -574,6 +601,14 @@ class RatingsCompletion(BaseEstimator):
         if y is not None:
             ratings = np.asarray(y)
         if ratings is not None:
+            ratings = np.asarray(ratings)
+            if ratings.dtype.kind == "c" or (
+                ratings.dtype == object and ratings.size and isinstance(ratings.flat[0], complex)
+            ):
+                raise ValueError(
+                    "ratings: complex values are not supported (their imaginary part would "
+                    "be dropped); pass real ratings."
+                )
             try:
                 ratings = np.asarray(ratings, dtype=np.float64)
             except (TypeError, ValueError) as exc:
@@ -729,6 +764,8 @@ class RatingsCompletion(BaseEstimator):
                 f"predict: users and items must be 1-D of equal length, got shapes "
                 f"{users.shape} and {items.shape}."
             )
+        _check_id_kind(users, self.users_, "user")
+        _check_id_kind(items, self.items_, "item")
         rows, cols = self._index(users, items)
         new_u, fu = self._folded_index("users", users)
         new_i, fi = self._folded_index("items", items)

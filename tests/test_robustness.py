@@ -543,3 +543,33 @@ def test_second_ctrl_c_aborts(data, monkeypatch):
         est.fit(data["X"])
     assert signal.getsignal(signal.SIGINT) is handler
     assert not hasattr(est, "n_iter_")
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+@pytest.mark.parametrize(
+    "factor, match",
+    [
+        (1e153, r"largest observed magnitude is .*e\+153.*Rescale the values first"),
+        (1e-200, r"largest observed magnitude is .*e-200.*Rescale the values first"),
+        (0.0, r"every observed entry is 0"),
+    ],
+    ids=["huge", "tiny", "zeros"],
+)
+def test_values_floating_point_cannot_fit_are_refused_before_any_work(
+    make, factor, match, data, no_work
+):
+    with pytest.raises(ValueError, match=match):
+        make().fit(data["X"] * factor)
+
+
+@pytest.mark.parametrize("factor", [1e100, 1e-100])
+def test_large_and_small_values_within_range_are_fitted_to_scale(factor, data):
+    ref = _quiet_fit(_compressed(), data["X"])
+    est = _quiet_fit(_compressed(), data["X"] * factor)
+    rows, cols = np.indices(data["X"].shape)
+    np.testing.assert_allclose(
+        est.predict_entries(rows.ravel(), cols.ravel()) / factor,
+        ref.predict_entries(rows.ravel(), cols.ravel()),
+        rtol=1e-6,
+        atol=1e-8,
+    )
