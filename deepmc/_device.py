@@ -112,11 +112,10 @@ def intra_op_threads(device: torch.device, work: int) -> Iterator[None]:
 
     A step of a small problem is a few dozen kernels of microseconds each. Splitting
     them over threads buys nothing, and on a busy machine each parallel region waits
-    for a descheduled worker. Measured on a 2-core EPYC, compressed step on problem A
-    (N·k·L ≈ 10⁵): 0.25 ms with one thread, 0.37 ms with two on an idle machine and
-    ≈ 40 ms with two under a load of 7–10. Problem B (N·k·L = 6·10⁶) gains from two
-    threads when the machine is idle (3.1–4.2 ms against 5.0–6.5 ms) and loses under
-    load (12–35 ms against 6–10 ms), so the threshold keeps it threaded.
+    for a descheduled worker. The compressed step of ``benchmarks/bench_scale.py`` on
+    problem A (N·k·L ≈ 10⁵) is slower on two threads than on one; problem B
+    (N·k·L = 6·10⁶) gains from two on an idle machine, so the threshold keeps it
+    threaded (figures in the performance notes).
 
     Parameters
     ----------

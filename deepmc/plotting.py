@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ._trace import singular_value_trace
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -358,8 +360,6 @@ class SingularValuesDisplay:
         SingularValuesDisplay
         """
         _check_matplotlib("SingularValuesDisplay")
-        from .compare import singular_value_trace
-
         if n_iter is None:
             n_iter = getattr(estimator, "n_iter_", None) or estimator.get_params()["max_iter"]
         trace = singular_value_trace(

@@ -254,8 +254,10 @@ def test_predict_and_transform_check_their_input(make, data):
     )
     with pytest.raises(ValueError, match=r"X has 14 features, but \w+ is expecting 15"):
         est.transform(data["X"][:, :-1])
-    with pytest.raises(ValueError, match=r"fitted on a matrix of shape \(20, 15\).*\(19, 15\)"):
-        est.transform(data["X"][:-1])
+    frame = pd.DataFrame(data["X"], columns=[f"c{j}" for j in range(N)])
+    named = _quiet_fit(make(max_iter=10), frame)
+    with pytest.raises(ValueError, match=r"Feature names unseen at fit time:\n- other"):
+        named.transform(frame.rename(columns={"c0": "other"}))
 
 
 def test_full_width_too_large_is_refused_before_allocating(data, monkeypatch):
@@ -323,6 +325,10 @@ def test_caller_inputs_are_never_modified(make, data):
 
 
 # ------------------------------------------------------------ rows/cols with no observations
+def _fitted_completion(est) -> np.ndarray:
+    """The fitted network's ``X̂``, entry by entry."""
+    rows, cols = np.indices(est.shape_).reshape(2, -1)
+    return est.predict_entries(rows, cols).reshape(est.shape_)
 
 
 @pytest.mark.parametrize("make", ESTIMATORS)
@@ -331,12 +337,14 @@ def test_rows_and_columns_without_observations_are_allowed(make, data):
     X[3, :] = np.nan
     X[:, 5] = np.nan
     est = _quiet_fit(make(), X)
-    completed = est.transform(X)
+    completed = _fitted_completion(est)
     assert np.isfinite(completed).all()
     rms = np.sqrt(np.nanmean(X**2))
     # the network has no information there: what it gives stays small (order ε)
     assert np.sqrt(np.mean(completed[3] ** 2)) < 0.2 * rms
     assert np.sqrt(np.mean(completed[:, 5] ** 2)) < 0.2 * rms
+    # transform folds the empty row in: it gets the column means the fit implies
+    np.testing.assert_allclose(est.transform(X)[3], completed.mean(axis=0), atol=1e-8 * rms)
 
 
 def test_spectral_init_predicts_exact_zeros_without_observations(data):
@@ -344,7 +352,7 @@ def test_spectral_init_predicts_exact_zeros_without_observations(data):
     X[3, :] = np.nan
     X[:, 5] = np.nan
     est = _quiet_fit(_compressed(init="spectral"), X)
-    completed = est.transform(X)
+    completed = _fitted_completion(est)
     rms = np.sqrt(np.nanmean(X**2))
     # zero up to the rounding of the truncated SVD
     assert np.abs(completed[3]).max() < 1e-12 * rms

@@ -8,13 +8,10 @@ functions only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..plotting import SingularValuesDisplay, plot_history
+from ._result import _Result
 from ._tasks import METHODS, Task
-
-if TYPE_CHECKING:
-    from ._run import _Result
 
 __all__ = ["plot_histories", "plot_singular"]
 

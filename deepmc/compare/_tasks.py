@@ -6,19 +6,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import models
 from .._validation import Observations
 from ..datasets import PROBLEMS, load_movielens, make_problem
+from ..models import METHODS, make_estimator
 
 __all__ = ["METHODS", "RATINGS_RANK", "THRESHOLDS", "Task", "load_task", "parse_problem"]
 
-#: Method name → how it appears in tables and legends.
-METHODS: dict[str, str] = {
-    "full": "full width",
-    "narrow": "narrow (2r̂)",
-    "compressed": "compressed",
-    "compressed-no-dlr": "compressed, γ=0",
-}
 #: Default recovery-error thresholds of the table (the targets of the papers' figures).
 THRESHOLDS: tuple[float, ...] = (1e-3, 1e-6)
 #: Default r̂ for ratings, whose true rank is unknown.
@@ -246,12 +239,13 @@ def load_task(
     )
 
 
-def make_estimator(method: str, task: Task, **params: Any) -> Any:
+def task_estimator(method: str, task: Task, **params: Any) -> Any:
     """The estimator of ``method`` for ``task``, with the common ``params``.
 
     Parameters
     ----------
     method : {"full", "narrow", "compressed", "compressed-no-dlr"}
+        A name of :data:`deepmc.models.METHODS`.
     task : Task
     **params
         Passed to every estimator (``max_iter``, ``tol``, ``device``, …).
@@ -263,4 +257,4 @@ def make_estimator(method: str, task: Task, **params: Any) -> Any:
     common = {"depth": task.depth, **params}
     if task.init_scale is not None:
         common.setdefault("init_scale", task.init_scale)
-    return models.make_estimator(method, rank=task.rank, **common)
+    return make_estimator(method, rank=task.rank, **common)
