@@ -16,7 +16,7 @@ enough to make a larger problem look faster than a smaller one. Timings depend o
 machine and its load: compare the networks within one run, as ratios.
 
 To keep the documentation build under a minute, this is a small case: the full-width
-network is timed up to 600 × 600 (its step costs O(L·d³); at 2000 × 2000 a few hundred
+network is timed up to 400 × 400 (its step costs O(L·d³); at 2000 × 2000 a few hundred
 steps take tens of minutes) and the compressed one up to 1600 × 1600, a few steps
 each. Larger problems (problem B, 1000 × 1000, where a compressed step is about 100×
 cheaper than a full-width one, and MovieLens-sized shapes) are measured by
@@ -40,7 +40,7 @@ from deepmc.models import make_estimator
 # The documentation build sets DEEPMC_DOCS_QUICK=1 for a short run.
 QUICK = os.environ.get("DEEPMC_DOCS_QUICK") == "1"
 SIZES = {
-    "full": [100, 200] if QUICK else [100, 200, 400, 600],
+    "full": [100, 200] if QUICK else [100, 200, 400],
     "compressed": [100, 200, 400] if QUICK else [100, 200, 400, 800, 1600],
 }
 STEPS = {"full": 6, "compressed": 30}  # steps timed per fit
