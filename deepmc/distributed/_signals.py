@@ -27,6 +27,15 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class FitInterrupted(KeyboardInterrupt):
     """The fit stopped on SIGINT or SIGTERM, on every rank at the same iteration.
 
+    Parameters
+    ----------
+    iteration : int
+        The iteration at which the ranks stopped.
+    checkpoint : str or None
+        The checkpoint written there (``None`` without a checkpoint directory).
+    signum : int
+        The signal received.
+
     Attributes
     ----------
     iteration : int
