@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import os
 import statistics
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["SERIAL_WORK", "StepThreads", "available_cpus", "fit_threads", "thread_limit"]
 
@@ -157,6 +158,12 @@ def idle_cpus() -> int:
     return max(cpus - _other_runnable(), 1)
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The loaded BLAS thread pools, inspected once (inspecting costs milliseconds)."""
+    return ThreadpoolController()
+
+
 @contextlib.contextmanager
 def fit_threads(n_threads: int | None = None) -> Iterator[None]:
     """Torch and BLAS threads for a fit's work outside the steps; restored afterwards.
@@ -171,7 +178,7 @@ def fit_threads(n_threads: int | None = None) -> Iterator[None]:
     n = idle_cpus() if n_threads is None else max(int(n_threads), 1)
     torch.set_num_threads(n)
     try:
-        with threadpool_limits(limits=n, user_api="blas"):
+        with _blas().limit(limits=n, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(previous)
