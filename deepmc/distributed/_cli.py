@@ -99,7 +99,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "stopped at the best RMSE on a seeded validation slice of every process's ratings "
         "(--validation-fraction) and restored to that iterate; predictions of the loaded "
         "model are clipped to the observed rating range. Its defaults: --init spectral "
-        "--solver gd --max-iter 2000 --tol 1e-4 --check-every 5 --lr 0.3 --init-scale 0.1. "
+        "--solver gd --max-iter 2000 --tol 1e-4 --check-every 5 --lr 0.3 --init-scale 0.1, "
+        "weight decay 0.01. "
         "No checkpoints (the fit is short)",
     )
     parser.add_argument(

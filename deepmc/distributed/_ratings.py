@@ -29,7 +29,7 @@ __all__ = ["RatingsModel", "RatingsTerms", "ShardedHeldOut", "ratings_shard"]
 RATINGS_DEFAULTS = {
     "init_scale": 0.1,
     "lr": 0.3,
-    "weight_decay": 0.0,
+    "weight_decay": 0.01,
     "max_iter": 2000,
     "tol": 1e-4,
     "check_every": 5,
