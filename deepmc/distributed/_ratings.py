@@ -70,7 +70,10 @@ class ShardedHeldOut(HeldOut):
     comm: Comm
 
     @classmethod
-    def on_rows(cls, obs: Observations, start: int, n_rows: int, comm: Comm, device, dtype):
+    def on_rows(
+        cls, obs: Observations, start: int, n_rows: int, comm: Comm,
+        device: torch.device, dtype: torch.dtype,
+    ) -> ShardedHeldOut:  # fmt: skip
         """The held-out entries of rows ``start:start + n_rows`` in local numbering."""
         local = Observations(obs.rows - start, obs.cols, obs.values, (n_rows, obs.shape[1]))
         held = cls.from_observations(local, device, dtype)
@@ -181,7 +184,21 @@ class RatingsModel:
 
     Attributes
     ----------
-    network_, mean_, user_bias_, item_bias_, rating_range_, shape_
+    network_ : CompressedDeepMatrixCompletion or DeepMatrixCompletion
+    mean_ : float
+        μ.
+    user_bias_ : ndarray of shape (m,)
+    item_bias_ : ndarray of shape (n,)
+    rating_range_ : tuple of (float, float)
+        The smallest and largest training rating; predictions are clipped to it.
+    shape_ : tuple of (int, int)
+
+    Examples
+    --------
+    >>> from deepmc.distributed import load_model  # doctest: +SKIP
+    >>> model = load_model("model")  # written by deepmc fit --ratings  # doctest: +SKIP
+    >>> model.predict_entries([0, 1], [3, 4])  # doctest: +SKIP
+    array([3.61, 4.02])
     """
 
     def __init__(self, network: Any, terms: RatingsTerms) -> None:
