@@ -162,7 +162,9 @@ def ratings_shard(
         local_rows[fit_], obs.cols[fit_], values[fit_], part.n_rows, part.shape[1], bias_reg, comm
     )
     residual = values - mean - user_bias[local_rows] - item_bias[obs.cols]
-    peak = comm.max_(torch.tensor([-values.min(), values.max()], dtype=torch.float64))
+    # a rank without ratings (more ranks than rows with ratings) has no range of its own
+    low, high = (values.min(), values.max()) if values.size else (math.inf, -math.inf)
+    peak = comm.max_(torch.tensor([-low, high], dtype=torch.float64))
     terms = RatingsTerms(mean, user_bias, item_bias, -float(peak[0]), float(peak[1]))
 
     def pick(mask: np.ndarray) -> Observations:
