@@ -89,6 +89,14 @@ def test_ratings_validation_needs_no_checkpoints(tmp_path):
         ratings_shard(shard, validation_fraction=1.5, comm=Comm.current())
 
 
+def test_cli_refuses_a_validation_fraction_outside_0_1(tmp_path, capsys):
+    args = ["fit", "--data", "x.csv", "--rank", "3", "--output", str(tmp_path), "--ratings"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--validation-fraction", "1"])
+    assert exc.value.code == 2
+    assert "--validation-fraction: expected a number in (0, 1)" in capsys.readouterr().err
+
+
 def _ratings_worker(rank: int, world: int, tmp: Path) -> dict:
     rows, cols, values, shape, test = _table()
     keep = ~test
