@@ -63,6 +63,16 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -91,19 +101,46 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="the network (the full-width one is single-process only)",
     )
     parser.add_argument("--depth", type=_int, default=3)
-    parser.add_argument("--init", default="parsimony", choices=["parsimony", "spectral", "random"])
+    parser.add_argument(
+        "--ratings",
+        action="store_true",
+        help="fit ratings as deepmc.RatingsCompletion does: the global mean and regularised "
+        "user and item biases are fitted first and the network completes their residuals, "
+        "stopped at the best RMSE on a seeded validation slice of every process's ratings "
+        "(--validation-fraction) and restored to that iterate; predictions of the loaded "
+        "model are clipped to the observed rating range. Its defaults: --init spectral "
+        "--solver gd --max-iter 2000 --tol 1e-4 --check-every 5 --lr 0.3 --init-scale 0.1, "
+        "weight decay 0.01. "
+        "No checkpoints (the fit is short)",
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=0.1,
+        help="with --ratings: the fraction of the ratings held out for early stopping",
+    )
+    parser.add_argument(
+        "--init", default=None, choices=["parsimony", "spectral", "random"],
+        help="default: parsimony (--ratings: spectral)",
+    )  # fmt: skip
     parser.add_argument(
         "--solver",
-        default="auto",
+        default=None,
         choices=["auto", "gd"],
-        help="auto: prune and polish; gd: the papers' plain constant-step GD",
+        help="auto: prune and polish; gd: the papers' plain constant-step GD "
+        "(default: auto; --ratings: gd)",
     )
-    parser.add_argument("--max-iter", type=_int, default=20_000)
-    parser.add_argument("--tol", type=_number, default=1e-6)
-    parser.add_argument("--check-every", type=_int, default=25)
-    parser.add_argument("--lr", type=_number_or_auto, default="auto", help="'auto' or a number")
+    parser.add_argument("--max-iter", type=_int, default=None, help="default: 20000")
+    parser.add_argument("--tol", type=_number, default=None, help="default: 1e-6")
+    parser.add_argument("--check-every", type=_int, default=None, help="default: 25")
     parser.add_argument(
-        "--init-scale", type=_number_or_auto, default="auto", help="'auto' or a number"
+        "--lr", type=_number_or_auto, default=None, help="'auto' or a number (default: auto)"
+    )
+    parser.add_argument(
+        "--init-scale",
+        type=_number_or_auto,
+        default=None,
+        help="'auto' or a number (default: auto)",
     )
     parser.add_argument("--seed", type=_int, default=0)
     parser.add_argument("--dtype", default=None, choices=["float32", "float64"])
@@ -164,26 +201,37 @@ def _flag(param: str) -> str:
     return {"random_state": "--seed", "width": "--rank"}.get(param, "--" + param.replace("_", "-"))
 
 
+#: The options' defaults outside ``--ratings``.
+_DEFAULTS = {
+    "solver": "auto", "max_iter": 20_000, "tol": 1e-6, "check_every": 25, "lr": "auto",
+    "init_scale": "auto",
+}  # fmt: skip
+
+
 def _estimator(args: argparse.Namespace) -> Any:
     """The estimator of the options, validated as its ``fit`` validates it."""
     from .._validation import InvalidParameterError, check_params
     from ..models import make_estimator
+    from ._ratings import RATINGS_DEFAULTS
 
-    params = {
-        "depth": args.depth,
+    given = {
         "solver": args.solver,
         "max_iter": args.max_iter,
         "tol": args.tol,
         "check_every": args.check_every,
         "lr": args.lr,
         "init_scale": args.init_scale,
-        "random_state": args.seed,
-        "dtype": args.dtype,
-        "device": args.device,
-        "verbose": args.verbose,
     }
+    defaults = dict(_DEFAULTS)
+    if args.ratings:
+        defaults.update(RATINGS_DEFAULTS)
+    params = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    params.update(
+        depth=args.depth, random_state=args.seed, dtype=args.dtype, device=args.device,
+        verbose=args.verbose,
+    )  # fmt: skip
     if args.method != "narrow":
-        params["init"] = args.init
+        params["init"] = args.init or ("spectral" if args.ratings else "parsimony")
     estimator = make_estimator(args.method, rank=args.rank, **params)
     try:
         check_params(estimator)
@@ -215,6 +263,7 @@ def _run(args: argparse.Namespace) -> int:
     from ._checkpoint import CheckpointWarning, agree
     from ._comm import init_from_env
     from ._fit import fit
+    from ._ratings import ratings_shard
     from ._shard import read_shard
 
     estimator = _estimator(args)
@@ -237,12 +286,20 @@ def _run(args: argparse.Namespace) -> int:
         _check_output(output, shard, comm, args.overwrite)
         ckpt = args.checkpoint_dir
         ckpt = None if ckpt == "none" else Path(ckpt) if ckpt else output / "checkpoints"
+        validation = terms = None
+        if args.ratings:
+            shard, validation, terms = ratings_shard(
+                shard, validation_fraction=args.validation_fraction, seed=args.seed, comm=comm
+            )
+            ckpt = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = fit(
                 estimator, shard, comm=comm, checkpoint_dir=ckpt,
                 checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+                validation=validation,
             )  # fmt: skip
+            model.ratings = terms
             model.save(output, comm)
         for w in caught:  # a damaged checkpoint file is named by the rank that read it
             if comm.rank == 0 or issubclass(w.category, CheckpointWarning):
@@ -251,11 +308,15 @@ def _run(args: argparse.Namespace) -> int:
         if comm.rank == 0:
             m, n = shard.shape
             last = model.history.iloc[-1]
+            val = ""
+            if args.ratings:
+                best = model.history["val_rmse"].min()
+                val = f", best validation RMSE {best:.4f} (ratings {terms.low:g} to {terms.high:g})"
             print(
                 f"deepmc fit: {args.method} network, {m}x{n} matrix, "
                 f"{shard.partition.n_observed} observed entries, {comm.world_size} process(es); "
                 f"{model.n_iter} iterations ({model.stop}), relative training residual "
-                f"{last['residual']:.3e}, {time.perf_counter() - t0:.1f} s; model written to "
+                f"{last['residual']:.3e}{val}, {time.perf_counter() - t0:.1f} s; model written to "
                 f"{output}"
             )
     finally:

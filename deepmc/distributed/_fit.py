@@ -35,6 +35,7 @@ from ._linalg import ShardedRows, sharded_top_singular
 from ._model_io import fitted_estimator, save_model
 from ._network import NarrowShardedNetwork, ShardedNetwork
 from ._partition import RowPartition
+from ._ratings import ShardedHeldOut
 from ._resume import Checkpointer, resume
 from ._shard import Shard
 from ._signals import FitInterrupted, StopRequest
@@ -69,6 +70,9 @@ class ShardedModel:
     ids : tuple of (ndarray, ndarray) or None
         The row and column ids of indices 0, 1, … when the shard was read with
         ``remap=True``; saved with the model.
+    ratings : RatingsTerms or None
+        The mean, this rank's user biases, the item biases and the rating range of a
+        ratings fit (``deepmc fit --ratings``); saved with the model.
     """
 
     estimator: Any
@@ -82,6 +86,7 @@ class ShardedModel:
     history: pd.DataFrame
     data_fingerprint: str = ""
     ids: tuple[np.ndarray, np.ndarray] | None = None
+    ratings: Any = None
 
     @property
     def local_key(self) -> tuple[str, int]:
@@ -296,6 +301,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     overwrite: bool = False,
+    validation: Any = None,
 ) -> ShardedModel:
     """Fit ``estimator``'s network on this rank's shard, in step with the other ranks.
 
@@ -333,6 +339,11 @@ def fit(
     overwrite : bool, default=False
         Delete the checkpoints of another run found in ``checkpoint_dir``; without it
         they are an error.
+    validation : Observations, default=None
+        Held-out entries of this rank's rows (global indices): the fit stops after
+        ``estimator.n_iter_no_change`` checks without a better validation RMSE, summed
+        over the ranks, and returns the best iterate. Not with ``checkpoint_dir`` (a
+        resumed run would not know the best iterate).
 
     Returns
     -------
@@ -357,6 +368,11 @@ def fit(
         isinstance(checkpoint_every, numbers.Integral) and checkpoint_every >= 1
     ):
         raise ValueError(f"checkpoint_every: expected an integer >= 1, got {checkpoint_every!r}.")
+    if validation is not None and checkpoint_dir is not None:
+        raise ValueError(
+            "validation: early stopping keeps the best iterate in memory, which a "
+            "checkpoint does not hold; pass checkpoint_dir=None."
+        )
     t_start = time.perf_counter()
     part = shard.partition
     _check_magnitude(shard, comm)
@@ -370,6 +386,11 @@ def fit(
         store.check_foreign(discard=overwrite)
     scale, data, params = _initial_state(estimator, shard, network, comm)
     lr = estimator._resolve_learning_rate()
+    held_out = None
+    if validation is not None:
+        held_out = ShardedHeldOut.on_rows(
+            validation, part.start, part.n_rows, comm, data.device, data.dtype
+        )
     # the plateau-aware stop rule, prune and polish of the single-process fit, on the
     # ranks' rows: every decision comes from sums over the ranks, the same on each
     monitor = SpectralMonitor(
@@ -398,7 +419,7 @@ def fit(
             backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
             name=type(estimator).__name__, verbose=estimator.verbose if comm.rank == 0 else 0,
             reduce=stop.reduce, stop_rule=monitor.stop_rule, callbacks=callbacks,
-            interrupt=stop,
+            interrupt=stop, validation=held_out,
         )  # fmt: skip
     if result.stop == "interrupted":  # agreed at a check that backed off: no new checkpoint
         raise FitInterrupted(result.n_iter, None, stop.signum or int(signal.SIGINT))

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.base import clone
 
 from .. import models
@@ -125,9 +126,23 @@ def save_model(model: Any, directory: str | os.PathLike, comm: Comm) -> None:
     digest = agree(comm, lambda: atomic_write(version / name, _npy(rows)), f"to write {version}")
     digests = gather_digests(comm, digest)
 
+    ratings = getattr(model, "ratings", None)
+    if ratings is not None:  # O(m) per rank: every row's user bias, for rank 0 to write
+        bias = torch.from_numpy(np.ascontiguousarray(ratings.user_bias, dtype=np.float64))
+        user_bias = torch.cat(comm.gather_rows(bias)).numpy()
+
     def finish() -> None:
         files = {_rows_name(r, comm.world_size): h for r, h in enumerate(digests)}
         files.update(_write_replicated(version, model, comm))
+        if ratings is not None:
+            terms = {
+                "mean": np.float64(ratings.mean), "user_bias": user_bias,
+                "item_bias": np.asarray(ratings.item_bias, dtype=np.float64),
+                "range": np.array([ratings.low, ratings.high], dtype=np.float64),
+            }  # fmt: skip
+            files["ratings.npz"] = atomic_write(
+                version / "ratings.npz", lambda fh: np.savez(fh, **terms)
+            )
         marker = {
             "model": version.name,
             "files": files,
@@ -237,8 +252,10 @@ def load_model(directory: str | os.PathLike) -> Any:
 
     Returns
     -------
-    CompressedDeepMatrixCompletion or DeepMatrixCompletion
-        Fitted, as if fitted in one process (``predict``, ``transform``, pickling).
+    CompressedDeepMatrixCompletion or DeepMatrixCompletion or RatingsModel
+        Fitted, as if fitted in one process (``predict``, ``transform``, pickling); a
+        model of ``deepmc fit --ratings`` is a :class:`RatingsModel` around the network,
+        which adds the mean and biases and clips to the rating range.
 
     Raises
     ------
@@ -273,4 +290,12 @@ def load_model(directory: str | os.PathLike) -> Any:
             for name, count in meta["groups"].items()
         }
     info = {**meta, "history": pd.read_csv(read("history.csv"), keep_default_na=False)}
-    return fitted_estimator(estimator, params, info)
+    network = fitted_estimator(estimator, params, info)
+    if "ratings.npz" not in files:
+        return network
+    from ._ratings import RatingsModel, RatingsTerms
+
+    with np.load(read("ratings.npz"), allow_pickle=False) as t:
+        low, high = (float(v) for v in t["range"])
+        terms = RatingsTerms(float(t["mean"]), t["user_bias"], t["item_bias"], low, high)
+    return RatingsModel(network, terms)
