@@ -9,7 +9,11 @@ validation slice of the training ratings; the test ratings are only scored.
 Usage::
 
     .venv/bin/python benchmarks/ml100k_table.py [--seeds 0 1 2 3 4] [--rows ROW ...]
-        [--baselines NAME ...] [--data PATH] [--threads N] [--per-seed]
+        [--baselines NAME ...] [--data PATH_OR_NAME] [--download] [--threads N] [--per-seed]
+
+``--data`` takes the path of ``u.data`` or a release name looked up as
+:func:`deepmc.datasets.load_movielens` does (default ``ml-100k``: ``$DEEPMC_DATA`` or
+``~/.cache/deepmc``); ``--download`` fetches the GroupLens archive there if it is absent.
 
 Prints one line per (row, seed) as it goes (with ``--per-seed``), then a Markdown table:
 test RMSE mean ± sample sd over the seeds, fit seconds (wall and CPU of this process, mean)
@@ -39,7 +43,6 @@ from ml100k_baselines import BASELINES, available
 from deepmc import RatingsCompletion
 from deepmc.datasets import load_movielens
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
 COLUMNS = ["user", "item", "rating"]
 
 #: The defaults before the row-weighted decay, the spectral init and the joint biases.
@@ -85,9 +88,12 @@ ABLATION: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def load_split(data: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_split(
+    data: str | Path, seed: int, download: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The seeded 80/20 split of the ratings, as (train, test) frames with original ids."""
-    train, test = load_movielens(data).train_test_split(0.2, random_state=seed)
+    ratings = load_movielens(data, download=download)
+    train, test = ratings.train_test_split(0.2, random_state=seed)
     return train.frame[COLUMNS], test.frame[COLUMNS]
 
 
@@ -150,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         default=["mean", "biases", "als", "svd", "svdpp", "softimpute"],
         choices=list(BASELINES),
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", default="ml-100k", help="u.data path or release name")
+    parser.add_argument(
+        "--download", action="store_true", help="fetch the GroupLens archive if absent"
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [("ablation", r) for r in args.rows] + [("baseline", b) for b in baselines]
     results: dict[tuple[str, str], list[dict]] = {job: [] for job in jobs}
     for seed in args.seeds:
-        train, test = load_split(args.data, seed)
+        train, test = load_split(args.data, seed, args.download)
         for kind, name in jobs:
             run = run_ablation if kind == "ablation" else run_baseline
             r = run(name, train, test, seed)

@@ -1,4 +1,4 @@
-"""The README's speed table: default fits to their targets and per-step times, one run.
+"""The speed table of the performance notes: default fits to their targets, per-step times.
 
 Run from the repository root::
 

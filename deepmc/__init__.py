@@ -5,25 +5,49 @@ discrepant learning rate, which the law of parsimony in gradient descent says is
 equivalent to the full-width network, and never builds an ``m × n`` matrix.
 """
 
-from ._solver import DivergenceError
-from ._validation import Observations
-from .metrics import recovery_error, relative_error, rmse
-from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
-from .plotting import SingularValuesDisplay, plot_history
-from .ratings import RatingsCompletion
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CompressedDeepMatrixCompletion",
-    "DeepMatrixCompletion",
-    "DivergenceError",
-    "Observations",
-    "RatingsCompletion",
-    "SingularValuesDisplay",
-    "__version__",
-    "plot_history",
-    "recovery_error",
-    "relative_error",
-    "rmse",
-]
+#: Public name → the module defining it. They are imported on first use, so that
+#: ``import deepmc`` (and ``deepmc --version`` or ``--help``) does not load PyTorch.
+_EXPORTS = {
+    "CompressedDeepMatrixCompletion": ".models",
+    "DeepMatrixCompletion": ".models",
+    "DivergenceError": "._solver",
+    "Observations": "._validation",
+    "RatingsCompletion": ".ratings",
+    "SingularValuesDisplay": ".plotting",
+    "plot_history": ".plotting",
+    "recovery_error": ".metrics",
+    "relative_error": ".metrics",
+    "rmse": ".metrics",
+    "thread_limit": "._threads",
+}
+_SUBMODULES = {
+    "compare",
+    "datasets",
+    "distributed",
+    "init",
+    "metrics",
+    "models",
+    "plotting",
+    "ratings",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})

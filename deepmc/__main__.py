@@ -1,4 +1,4 @@
-"""The ``deepmc`` command line: ``deepmc demo`` and ``deepmc compare``."""
+"""The ``deepmc`` command line: ``deepmc demo``, ``deepmc compare`` and ``deepmc fit``."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     print(
         f"problem {args.problem}: {m}x{n}, rank {problem.rank}, "
         f"{problem.train.n_observed} observed entries ({problem.train.n_observed / (m * n):.0%}), "
-        f"depth {problem.depth}, init_scale {problem.init_scale}"
+        f"depth {problem.depth}; the estimators' defaults (init_scale 'auto')"
     )
     estimators = (
         ("compressed", make_estimator("compressed", rank=problem.rank, device=args.device)),
@@ -44,8 +44,8 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     rows = []
     for label, est in estimators:
         est.set_params(depth=problem.depth, random_state=args.seed, verbose=args.verbose)
-        if problem.init_scale is not None:
-            est.set_params(init_scale=problem.init_scale)
+        if args.init_scale is not None:
+            est.set_params(init_scale=args.init_scale)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -76,28 +76,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (argparse exits with status 2 on a usage error).
     """
     from . import __version__
-    from .compare import configure_parser
-    from .compare._cli import device_name, nonnegative_int
 
     parser = argparse.ArgumentParser(
         prog="deepmc", description="Deep matrix completion with compressed deep linear networks."
     )
     parser.add_argument("--version", action="version", version=f"deepmc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="fit the compressed and full-width networks to a reference problem"
-    )
+    commands = {
+        "demo": sub.add_parser(
+            "demo", help="fit the compressed and full-width networks to a reference problem"
+        ),
+        "compare": sub.add_parser("compare", help="compare networks on one problem"),
+        "fit": sub.add_parser("fit", help="fit a triplet file (one process, or under torchrun)"),
+    }
+    # only the command that runs is configured: its module may import PyTorch, which
+    # `deepmc --version` and `deepmc --help` do without
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in commands:
+        _CONFIGURE[command](commands[command])
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def _configure_demo(demo: argparse.ArgumentParser) -> None:
+    from .compare._cli import device_name, nonnegative_int, positive_float
+
     demo.add_argument("--problem", default="A", choices=["A", "B"], help="reference problem")
     demo.add_argument("--device", type=device_name, default="auto", help="auto, cpu or cuda")
     demo.add_argument("--seed", type=nonnegative_int, default=0)
+    demo.add_argument(
+        "--init-scale",
+        type=positive_float,
+        default=None,
+        help="ε (default: the estimators' auto; the papers' reference: 0.01 on A, 0.001 on B)",
+    )
     demo.add_argument("--verbose", type=nonnegative_int, default=0)
     demo.set_defaults(func=functools.partial(_demo, demo))
-    configure_parser(sub.add_parser("compare", help="compare networks on one problem"))
-    from .distributed import configure_parser as configure_fit
 
-    configure_fit(sub.add_parser("fit", help="fit a triplet file (one process, or under torchrun)"))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+
+def _configure_compare(parser: argparse.ArgumentParser) -> None:
+    from .compare import configure_parser
+
+    configure_parser(parser)
+
+
+def _configure_fit(parser: argparse.ArgumentParser) -> None:
+    from .distributed._cli import configure_parser
+
+    configure_parser(parser)
+
+
+_CONFIGURE = {"demo": _configure_demo, "compare": _configure_compare, "fit": _configure_fit}
 
 
 if __name__ == "__main__":

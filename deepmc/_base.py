@@ -10,7 +10,8 @@ the numerical work to pure functions:
    ``init_scale`` and the learning rates are scale-free;
 4. initialise the network (or continue from the fitted weights with ``warm_start``);
 5. run :func:`~deepmc._solver.gradient_descent`;
-6. store the weights as NumPy arrays; ``transform`` writes observed entries back.
+6. store the weights as NumPy arrays; ``transform`` folds rows in (:mod:`deepmc._foldin`)
+   and writes their observed entries back.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._data import HeldOut, prepare, split_validation, top_spectrum
 from ._device import make_generator, resolve_device, resolve_dtype
+from ._foldin import RowPrior, complete_rows, fold_in, residual_noise_variance, row_prior
 from ._prune import SpectralMonitor
 from ._solver import DivergenceError, SolveResult, gradient_descent
+from ._threads import fit_threads
 from ._validation import (
     TRANSDUCTIVE_ADVICE,
     Interval,
@@ -42,6 +45,7 @@ from ._validation import (
     check_observations,
     check_params,
     check_same_matrix,
+    check_value_range,
     entry_sample,
 )
 
@@ -129,6 +133,12 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     @abstractmethod
     def _build_network(self, init_scale: float) -> Network:
         """The network record of these hyper-parameters at initial scale ε (resolved)."""
+
+    def _network_for(self, shape: tuple[int, int], init_scale: float) -> Network:
+        """The network to fit a matrix of ``shape``: :meth:`_build_network`, checked."""
+        network = self._build_network(init_scale)
+        network.check_shape(shape)
+        return network
 
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(left, right)`` with ``X̂ = left @ right.T`` in user units, from the fit."""
@@ -234,6 +244,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_params(self)
         obs = self._validate_input(X, mask, reset=True)
+        check_value_range(obs)
         held_out = {}
         for name, value in (("eval_set", eval_set), ("validation_set", validation_set)):
             if value is not None:
@@ -246,7 +257,8 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                         f"{name}: expected a matrix of shape {obs.shape} (that of X), got "
                         f"{held_out[name].shape}."
                     )
-        self._fit(obs, held_out.get("eval_set"), held_out.get("validation_set"))
+        with fit_threads():  # torch and BLAS threads by CPUs and load; restored after
+            self._fit(obs, held_out.get("eval_set"), held_out.get("validation_set"))
         self._entry_sample = entry_sample(obs)  # lets score recognise another matrix
         return self
 
@@ -263,8 +275,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 "finite entry is needed."
             )
         init_scale = self._resolve_init_scale(obs.shape)
-        network = self._build_network(init_scale)
-        network.check_shape(obs.shape)
+        network = self._network_for(obs.shape, init_scale)
         t_start = time.perf_counter()
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, obs.values.dtype)
@@ -310,7 +321,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             network, data, params, lr=lr, optimizer=self.optimizer,
             weight_decay=self.weight_decay, max_iter=self.max_iter, tol=self.tol,
             check_every=self.check_every, start_iter=start_iter, history=history,
-            monitors=monitors, validation=validation, n_iter_no_change=self.n_iter_no_change,
+            monitors=monitors, validation=validation,
             backoff=self.lr == "auto", scale=scale, t_start=t_start,
             name=type(self).__name__, verbose=self.verbose,
             stop_rule=monitor.stop_rule, callbacks=[monitor.callback],
@@ -393,28 +404,26 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return out
 
     def predict(self, X: Any, cols: Any = None, *, mask: Any = None) -> np.ndarray:
-        """The network's prediction of the whole fitted matrix.
+        """The network's completion of the rows of ``X``, observed entries not written back.
 
-        Completion is transductive: ``X`` is the matrix the estimator was fitted on (or
-        any input of the fitted shape ``(m, n)``, in the formats :meth:`fit` accepts). Unlike
-        :meth:`transform`, the observed entries of ``X`` are *not* written back: this is
-        ``X̂ = W_L ⋯ W_1`` itself, which is what scikit-learn's scorers and the
-        estimator checks compare. For a few entries of a large matrix use
-        :meth:`predict_entries`, which never forms ``X̂``.
+        Each row of ``X`` (any number of rows, the fitted columns) is folded in as in
+        :meth:`transform`; unlike :meth:`transform`, the observed entries are not copied
+        into the result. For entries of the fitted matrix itself use
+        :meth:`predict_entries`, which reads the fitted network and never forms ``X̂``.
 
         Parameters
         ----------
-        X : array-like of shape (m, n), DataFrame, sparse matrix or triplets
-            An input of the fitted shape; only its shape (and number of features) is used.
+        X : array-like of shape (n_rows, n), DataFrame, sparse matrix or triplets
+            Rows with the fitted columns (``np.nan`` where missing).
         cols : array-like of int of shape (K,), default=None
             Deprecated: ``predict(rows, cols)`` is ``predict_entries(rows, cols)``, which
             it calls with a :class:`FutureWarning`.
-        mask : array-like of bool of shape (m, n), default=None
+        mask : array-like of bool of shape (n_rows, n), default=None
             As in :meth:`fit`.
 
         Returns
         -------
-        ndarray of shape (m, n)
+        ndarray of shape (n_rows, n)
             In the dtype of ``X`` (float32 stays float32), or of shape (K,) in the
             deprecated two-argument form.
 
@@ -423,20 +432,21 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         NotFittedError
             Before :meth:`fit`.
         ValueError
-            If ``X`` does not have the fitted shape.
+            If ``X`` does not have the fitted columns (their number, or their names for
+            a DataFrame).
         """
         if cols is not None:
             warnings.warn(
                 "predict(rows, cols) is deprecated and will be removed in a future release; "
                 "use predict_entries(rows, cols). predict(X) now returns the prediction of "
-                "the whole fitted matrix, as in scikit-learn.",
+                "the rows of X, as in scikit-learn.",
                 FutureWarning,
                 stacklevel=2,
             )
             return self.predict_entries(X, cols)
         check_is_fitted(self)
-        obs = self._check_fitted_shape(X, mask, method="predict")
-        return self._complete().astype(obs.values.dtype, copy=False)
+        obs = self._check_columns(X, mask, method="predict")
+        return self._fold_in(obs)
 
     def _complete(self) -> np.ndarray:
         left, right = self._factors()
@@ -452,30 +462,76 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
         return obs
 
-    def transform(self, X: Any, *, mask: Any = None) -> np.ndarray:
-        """The completed matrix, with the observed entries of ``X`` kept exactly.
+    def _check_columns(self, X: Any, mask: Any, *, method: str) -> Observations:
+        """Validate ``X`` as rows with the fitted columns (number and names) for ``method``."""
+        obs = self._validate_input(X, mask, reset=False)
+        if obs.shape[1] != self.shape_[1]:
+            raise ValueError(
+                f"{method}: X has {obs.shape[1]} columns, but this {type(self).__name__} "
+                f"was fitted on {self.shape_[1]} columns; new rows must have the fitted "
+                "columns, in the same order."
+            )
+        return obs
 
-        Completion is transductive: ``X`` must have the fitted shape ``(m, n)``; its
-        observed entries are copied into the network's prediction (:meth:`predict`).
-        New rows are not folded in — refit (``warm_start=True`` continues from the
-        fitted weights). With ``set_output(transform="pandas")`` the result is a
-        DataFrame with the columns and index of a DataFrame ``X``.
+    def _noise_variance(self, prior: RowPrior) -> float:
+        """σ² of the fold-in's ridge: the fit's noise level, else its residual variance."""
+        level = getattr(self, "noise_level_", None)
+        if level is not None and np.isfinite(level):
+            return float(level) ** 2
+        return residual_noise_variance(
+            getattr(self, "history_", None),
+            sampling_scale=self.sampling_scale_,
+            shape=self.shape_,
+            rank=prior.basis.shape[1],
+            iteration=getattr(self, "best_iteration_", None),
+        )
+
+    def _fold_in(self, obs: Observations) -> np.ndarray:
+        """Every row of ``obs`` completed with the fitted right factor fixed."""
+        left, right = self._factors()
+        prior = row_prior(left, right)
+        alpha = fold_in(
+            prior, obs.rows, obs.cols, obs.values, obs.shape[0], self._noise_variance(prior)
+        )
+        return complete_rows(prior, alpha).astype(obs.values.dtype, copy=False)
+
+    def transform(self, X: Any, *, mask: Any = None) -> np.ndarray:
+        """Complete the rows of ``X`` with the fitted columns, observed entries kept.
+
+        Each row is *folded in*: its coefficients on the fitted right factor are fitted
+        to its observed entries by ridge regression with that factor fixed (as
+        scikit-learn's ``NMF.transform`` does with ``components_`` fixed), with the prior
+        the fitted rows define and the fit's noise level as the ridge, so a row with few
+        entries is shrunk towards the column means the fit implies; a row with no entry
+        gets those means. Rows are independent: ``transform(X[idx])`` is
+        ``transform(X)[idx]``. ``X`` may be the fitted matrix, new rows, or both; the
+        fitted matrix is folded in like any other (:meth:`fit_transform` returns the
+        fit's own completion instead). With ``set_output(transform="pandas")`` the result
+        is a DataFrame with the columns and index of a DataFrame ``X``.
 
         Parameters
         ----------
-        X : array-like of shape (m, n), DataFrame, sparse matrix or triplets
-            The fitted matrix (or any input of its shape).
-        mask : array-like of bool of shape (m, n), default=None
+        X : array-like of shape (n_rows, n), DataFrame, sparse matrix or triplets
+            Rows with the fitted columns (``np.nan`` where missing).
+        mask : array-like of bool of shape (n_rows, n), default=None
             As in :meth:`fit`.
 
         Returns
         -------
-        ndarray of shape (m, n)
+        ndarray of shape (n_rows, n)
             In the dtype of ``X`` (float32 stays float32).
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit`.
+        ValueError
+            If ``X`` does not have the fitted columns (their number, or their names for
+            a DataFrame).
         """
         check_is_fitted(self)
-        obs = self._check_fitted_shape(X, mask, method="transform")
-        out = self._complete().astype(obs.values.dtype, copy=False)
+        obs = self._check_columns(X, mask, method="transform")
+        out = self._fold_in(obs)
         out[obs.rows, obs.cols] = obs.values
         return out
 
@@ -488,7 +544,10 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         eval_set: Any = None,
         validation_set: Any = None,
     ) -> np.ndarray:
-        """Fit to ``X`` and return the completed matrix (observed entries kept).
+        """Fit to ``X`` and return the fit's completion of it (observed entries kept).
+
+        This is the fitted network's ``X̂`` itself, not the fold-in of ``X`` that
+        :meth:`transform` returns afterwards (the two agree on exactly low-rank data).
 
         Parameters
         ----------
@@ -508,7 +567,10 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ndarray of shape (m, n)
         """
         self.fit(X, mask=mask, eval_set=eval_set, validation_set=validation_set)
-        return self.transform(X, mask=mask)
+        obs = self._check_fitted_shape(X, mask, method="fit_transform")
+        out = self._complete().astype(obs.values.dtype, copy=False)
+        out[obs.rows, obs.cols] = obs.values
+        return out
 
     def score(self, X: Any, y: Any = None, *, mask: Any = None) -> float:
         """Negative relative error on the observed entries of ``X`` (higher is better).

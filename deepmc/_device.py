@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,11 +112,10 @@ def intra_op_threads(device: torch.device, work: int) -> Iterator[None]:
 
     A step of a small problem is a few dozen kernels of microseconds each. Splitting
     them over threads buys nothing, and on a busy machine each parallel region waits
-    for a descheduled worker. Measured on a 2-core EPYC, compressed step on problem A
-    (N·k·L ≈ 10⁵): 0.25 ms with one thread, 0.37 ms with two on an idle machine and
-    ≈ 40 ms with two under a load of 7–10. Problem B (N·k·L = 6·10⁶) gains from two
-    threads when the machine is idle (3.1–4.2 ms against 5.0–6.5 ms) and loses under
-    load (12–35 ms against 6–10 ms), so the threshold keeps it threaded.
+    for a descheduled worker. The compressed step of ``benchmarks/bench_scale.py`` on
+    problem A (N·k·L ≈ 10⁵) is slower on two threads than on one; problem B
+    (N·k·L = 6·10⁶) gains from two on an idle machine, so the threshold keeps it
+    threaded (figures in the performance notes).
 
     Parameters
     ----------
@@ -137,13 +135,15 @@ def intra_op_threads(device: torch.device, work: int) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------
-# Host memory probes. Everything platform-specific is guarded: ``/proc`` exists on Linux
-# only, ``resource`` on POSIX only, ``os.sysconf`` names vary; where a figure cannot be
-# read the functions return ``None`` instead of raising.
+# Host memory probes. Resident and available memory come from psutil on every platform.
+# A high-water mark that can be reset exists on Linux only (``/proc/self/clear_refs`` and
+# ``VmHWM``, which psutil does not expose); elsewhere the lifetime peak is
+# ``resource.getrusage`` (POSIX) or psutil's ``peak_wset`` (Windows). Where a figure
+# cannot be read the functions return ``None`` instead of raising.
 
 
 def _proc_status_kib(key: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or ``None``."""
+    """A ``kB`` field of ``/proc/self/status`` (``VmHWM``), or ``None``."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -171,22 +171,36 @@ def reset_host_peak() -> bool:
     return _proc_status_kib("VmHWM") is not None
 
 
+def _memory_info() -> Any:
+    """psutil's memory figures of this process, or ``None`` if they cannot be read."""
+    import psutil
+
+    try:
+        return psutil.Process().memory_info()
+    except (psutil.Error, OSError):
+        return None
+
+
 def host_rss_kib() -> int | None:
-    """Resident memory of this process in KiB (Linux), else ``None``."""
-    return _proc_status_kib("VmRSS")
+    """Resident memory of this process in KiB (psutil), or ``None`` if unreadable."""
+    info = _memory_info()
+    return None if info is None else int(info.rss) // 1024
 
 
 def max_rss_kib() -> int | None:
-    """``ru_maxrss`` of this process in KiB (a lifetime maximum), or ``None`` without it.
+    """The lifetime peak of this process's resident memory in KiB, or ``None``.
 
-    ``resource`` is POSIX-only (absent on Windows); macOS reports bytes, Linux KiB.
+    ``ru_maxrss`` where ``resource`` exists (POSIX; macOS reports bytes, Linux KiB),
+    else psutil's ``peak_wset`` (Windows).
     """
     import sys
 
     try:
         import resource
     except ImportError:
-        return None
+        info = _memory_info()
+        peak = getattr(info, "peak_wset", None)
+        return None if peak is None else int(peak) // 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak
 
@@ -210,20 +224,10 @@ def host_peak_kib(exact: bool) -> int | None:
 
 
 def available_host_bytes() -> int | None:
-    """Memory available to a new allocation, in bytes, or ``None`` if unknown.
-
-    ``MemAvailable`` of ``/proc/meminfo`` on Linux, else the physical memory from
-    ``os.sysconf`` where the platform has those names (``None`` on Windows).
-    """
+    """Memory available to a new allocation, in bytes (psutil), or ``None`` if unknown."""
+    import psutil
 
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
+        return int(psutil.virtual_memory().available)
+    except (psutil.Error, OSError, RuntimeError):
         return None

@@ -1,19 +1,21 @@
-"""Tensor kernels: sampled dense-dense products, sparse gradients, matrix chains.
+"""Tensor kernels: sampled dense-dense products and sparse gradients on an observed set.
 
-Everything here is a pure function of tensors. The compressed model never forms an
-``m × n`` matrix: predictions on Ω are sampled products ``(A Bᵀ)_Ω`` (dense row blocks
-picked by index, or :func:`torch.sparse.sampled_addmm`), and gradients are CSR × dense
-products (:class:`PatternKernels`).
+The compressed model never forms an ``m × n`` matrix: predictions on Ω are sampled
+products ``(A Bᵀ)_Ω`` (dense row blocks picked by index, or
+:func:`torch.sparse.sampled_addmm`), and gradients are CSR × dense products
+(:class:`PatternKernels`). The products of chains of layers are in :mod:`deepmc._chain`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from ._chain import chain_backward, chain_prefixes, chain_product
 
 __all__ = [
     "ObservedPattern",
@@ -33,8 +35,8 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> 
     """A CSR tensor over existing index tensors (no copy, no invariant check).
 
     torch's "CSR support is in beta" warning is silenced; it is issued once per process,
-    so only the first call pays for a ``warnings.catch_warnings`` block (≈ 4 µs, per
-    step on every sparse path otherwise).
+    so only the first call pays for a ``warnings.catch_warnings`` block (which would
+    otherwise cost every step on every sparse path).
     """
     global _CSR_BUILT
     if _CSR_BUILT:
@@ -90,17 +92,14 @@ class ObservedPattern:
 
 
 #: Observed fraction N/(m·n) from which :class:`PatternKernels` computes the sampled
-#: product as dense row blocks of ``A Bᵀ`` (BLAS) and picks Ω out of them. On a 2-core
-#: EPYC a sampled entry costs ≈ 35–50 ns with ``sampled_addmm`` and a dense entry
-#: ≈ 2–4 ns, so the dense form wins above ≈ 7 % observed.
+#: product as dense row blocks of ``A Bᵀ`` (BLAS) and picks Ω out of them: a sampled
+#: entry of ``sampled_addmm`` costs about ten dense entries, so the dense form wins above
+#: ≈ 7 % observed (the performance notes).
 DENSE_DENSITY = 0.1
 #: Largest ``m·n`` for which :class:`PatternKernels` works on a dense ``m × n`` residual
 #: (method ``"small"``): the three products are then plain BLAS calls, which beat the
-#: CSR kernels while the matrix is a few times 10⁴ entries. Compressed gradients, one
-#: thread, loaded 2-core EPYC, k = 10, L = 3 (``"small"`` against ``"dense"``):
-#: 100×100 at 30 % observed 88 against 139 µs, at 5 % 82 against 117 µs; 128×128 at
-#: 20 % 112 against 147 µs; 200×200 at 20 % even (≈ 210 µs); 300×300 at 10 % 357
-#: against 268 µs.
+#: CSR kernels while the matrix is a few times 10⁴ entries (compressed gradients,
+#: ``"small"`` against ``"dense"``: even at 200 × 200; the performance notes).
 SMALL_ELEMENTS = 1 << 14
 #: Elements of the temporaries of one chunk (a dense block, or gathered rows); the extra
 #: memory of a product is O(min(N·k, CHUNK_ELEMENTS)) whatever N.
@@ -108,11 +107,10 @@ CHUNK_ELEMENTS = 1 << 22
 #: Observations per block of ``sampled_addmm`` and of the transposed product, on the
 #: CPU. Blocks of this size keep each block's temporaries (the result structure
 #: ``sampled_addmm`` allocates, a block's permuted values) small enough to be recycled by
-#: the allocator rather than mapped afresh, page fault by page fault, on every call; on
-#: problem C (20 M observations, 2 cores) blocks of 2¹⁸ took the sampled product from
-#: ≈ 190 to ≈ 70–100 ms and the transposed product from ≈ 115 to ≈ 95 ms against blocks
-#: of 2²². On CUDA, whose caching allocator recycles blocks of any size and where every
-#: block costs kernel launches, blocks hold :data:`CHUNK_ELEMENTS` observations.
+#: the allocator rather than mapped afresh, page fault by page fault, on every call
+#: (problem C, ``CompressedStep`` of ``bench_scale.py``). On CUDA, whose caching
+#: allocator recycles blocks of any size and where every block costs kernel launches,
+#: blocks hold :data:`CHUNK_ELEMENTS` observations.
 BLOCK_OBSERVATIONS = 1 << 18
 
 
@@ -149,8 +147,8 @@ class PatternKernels:
     * ``"dense"`` (when at least :data:`DENSE_DENSITY` of the entries are observed):
       ``A Bᵀ`` by row blocks (one BLAS product each) of at most
       :data:`BLOCK_OBSERVATIONS` entries on the CPU — blocks that stay in cache while
-      Ω is picked out of them with ``index_select`` (problem B, one thread: ≈ 20 %
-      faster than one 10⁶-entry block) — and :data:`CHUNK_ELEMENTS` on CUDA;
+      Ω is picked out of them with ``index_select`` (problem B: faster than one
+      10⁶-entry block) — and :data:`CHUNK_ELEMENTS` on CUDA;
     * ``"sddmm"``: :func:`torch.sparse.sampled_addmm` by row blocks of at most
       :data:`BLOCK_OBSERVATIONS` observations;
     * ``"gather"``: row-wise dot products of gathered rows, chunked so that the
@@ -160,8 +158,7 @@ class PatternKernels:
     ``Σ_b R_bᵀ A_b`` over row blocks ``R_b`` of at most :data:`BLOCK_OBSERVATIONS`
     observations, each with its own column-major permutation: the permuting gather then
     stays inside one block's values (a cache-sized slice) instead of jumping across all
-    N of them. On problem C (20 M observations, float32, 2 cores) this takes the
-    pair ``R V``, ``Rᵀ A`` from ≈ 148 ms (one global gather, 97 ms of it) to ≈ 95 ms.
+    N of them (problem C: the global gather dominated the pair ``R V``, ``Rᵀ A``).
     The transposed structures are built on the first gradient, so a pattern used only
     for predictions (an evaluation set) never sorts its entries by column.
 
@@ -187,10 +184,9 @@ class PatternKernels:
         Whether the ``m × k`` and ``n × k`` operands and results of this method are
         best stored column-major, as transposed views of ``k × m`` and ``k × n``
         tensors (:meth:`tall`): true for ``"small"``. A BLAS product of thin
-        matrices runs faster when its result's contiguous rows are long — on a 2-core
-        EPYC, one thread, MKL, ``R B`` for ``R`` 100 × 100 and ``k = 10``: ≈ 35 µs
-        written row-major against ≈ 22 µs column-major in float64, ≈ 19 against
-        ≈ 6 µs in float32 — and torch hands either layout to BLAS without a copy.
+        matrices runs faster when its result's contiguous rows are long (``R B`` for
+        problem A's 100 × 100 ``R``; the performance notes), and torch hands either
+        layout to BLAS without a copy.
         The CSR kernels of the other methods write row-major results.
 
     Examples
@@ -237,8 +233,8 @@ class PatternKernels:
         )
         self.rows = rows
         # int32 indices spare the CSR × dense kernel an index conversion on every call, and
-        # halve the index traffic of the gathers (problem B, one thread: the column-major
-        # permutation 196 → 163 µs, picking Ω out of a dense block 71 → 46 µs)
+        # halve the index traffic of the gathers (problem B's column-major permutation
+        # and pick of Ω)
         self._index_dtype = torch.int32 if max(N, m, n) < 2**31 - 1 else torch.int64
         self._blocks: list = []
         self._buffers: dict = {}
@@ -501,62 +497,3 @@ class PatternKernels:
                 blocks.append((r0, r1, e0, e1, crow_t.to(ix), local_t, perm.to(ix)))
             self._transposed = blocks
         return self._transposed
-
-
-def chain_prefixes(layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Partial products ``[W_1, W_2 W_1, …, W_L ⋯ W_1]`` for ``layers = [W_1, …, W_L]``.
-
-    The last element is the end-to-end product; the others are reused by
-    :func:`chain_backward`.
-    """
-    prefixes = [layers[0]]
-    for W in layers[1:]:
-        prefixes.append(W @ prefixes[-1])
-    return prefixes
-
-
-def chain_product(layers: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``W_L ⋯ W_1`` for ``layers = [W_1, …, W_L]``."""
-    return chain_prefixes(layers)[-1]
-
-
-def chain_backward(
-    layers: Sequence[torch.Tensor], prefixes: Sequence[torch.Tensor], grad_out: torch.Tensor
-) -> list[torch.Tensor]:
-    """Gradients of ``⟨G, W_L ⋯ W_1⟩`` with respect to each layer.
-
-    ``∇_{W_l} = (W_L ⋯ W_{l+1})ᵀ G (W_{l-1} ⋯ W_1)ᵀ``, by back-propagation through the
-    chain: 2(L − 1) matrix products given the forward ``prefixes``.
-
-    Parameters
-    ----------
-    layers : sequence of Tensor
-        ``[W_1, …, W_L]``.
-    prefixes : sequence of Tensor
-        Output of :func:`chain_prefixes` for ``layers``.
-    grad_out : Tensor
-        ``G``, the gradient of the loss with respect to the product.
-
-    Returns
-    -------
-    list of Tensor
-        ``[∇_{W_1}, …, ∇_{W_L}]``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> Ws = [torch.randn(3, 3, dtype=torch.float64, requires_grad=True) for _ in range(3)]
-    >>> G = torch.randn(3, 3, dtype=torch.float64)
-    >>> (chain_product(Ws) * G).sum().backward()
-    >>> with torch.no_grad():
-    ...     grads = chain_backward(Ws, chain_prefixes(Ws), G)
-    >>> all(torch.allclose(g, W.grad) for g, W in zip(grads, Ws))
-    True
-    """
-    grads: list[torch.Tensor] = [grad_out] * len(layers)
-    back = grad_out
-    for idx in range(len(layers) - 1, 0, -1):
-        grads[idx] = back @ prefixes[idx - 1].T
-        back = layers[idx].T @ back
-    grads[0] = back
-    return grads

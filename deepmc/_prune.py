@@ -981,7 +981,7 @@ class SpectralMonitor:
         small side); a residual that did not shrink leaves plain steps.
         """
         optimizer = check.optimizer
-        if self.momentum is not None or not hasattr(optimizer, "momentum"):
+        if self.momentum is not None or not getattr(optimizer, "schedule_momentum", False):
             return
         self._polish.append((check.iteration, float(check.row["residual"])))
         if len(self._polish) < 2:
@@ -1153,7 +1153,7 @@ class SpectralMonitor:
 
     def _restart(self, optimizer: Any, cut: bool) -> None:
         """After an edit: fresh velocity; β kept across the prune, else measured again."""
-        if not hasattr(optimizer, "momentum"):
+        if not getattr(optimizer, "schedule_momentum", False):
             return
         if cut and self.momentum:
             optimizer.momentum = self.momentum  # the velocity starts afresh

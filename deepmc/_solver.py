@@ -4,26 +4,25 @@
 :class:`~deepmc._data.TrainingData` and never reads an estimator. Every ``check_every``
 steps it *checks*: it reads the loss, the relative training residual and the relative
 change of the fitted values back from the device (:func:`check_scalars`, one transfer),
-records a history row, and decides whether to stop (:class:`StopRule`). A non-finite
+records a history row, and asks its ``stop_rule`` whether to stop. A non-finite
 loss or one whose relative residual exceeds :data:`DIVERGENCE_RESIDUAL` is divergence:
 the step is halved from the last checked state when allowed, else
 :class:`DivergenceError` is raised. Between checks nothing is read back.
 
-The step itself is :func:`step`: the gradients become the parameters' ``.grad`` (or go
-straight to :class:`GradientDescent`) and the optimizer (:func:`make_optimizer`) moves
-them, each parameter group at its network's learning-rate ratio.
+The step itself is :func:`~deepmc._optim.step`: the gradients go to the optimizer
+(:func:`~deepmc._optim.make_optimizer`, in :mod:`deepmc._optim`), which moves each
+parameter group at its network's learning-rate ratio.
 
 Extension points of :func:`gradient_descent`: ``reduce`` sums the scalars of a check
 across processes that each hold a shard of Ω (:func:`check_scalars`; the network
-reduces its own gradients); ``stop_rule`` replaces :class:`StopRule`; ``callbacks`` run
-at every check that does not stop and may edit the parameters in place (pruning).
+reduces its own gradients); ``stop_rule`` decides the stop (:class:`StopRule` is the
+plain rule, the estimators pass their spectral policy's); ``callbacks`` run at every check
+that does not stop and may edit the parameters in place (pruning).
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,11 @@ import numpy as np
 import torch
 
 from ._data import HeldOut, TrainingData
-from ._device import intra_op_threads, synchronize
+from ._device import synchronize
+from ._optim import GradientDescent, make_optimizer, step
+from ._params import Params
+from ._progress import Interrupt, finish_progress, progress_bar, show_progress
+from ._threads import StepThreads
 
 if TYPE_CHECKING:
     from .models._network import Network
@@ -53,8 +56,6 @@ __all__ = [
     "step",
 ]
 
-#: Parameters (or their gradients) as named groups of tensors.
-Params = dict[str, list[torch.Tensor]]
 #: Sums a small tensor across processes (``torch.distributed.all_reduce``-like), or ``None``.
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,267 +64,9 @@ DIVERGENCE_RESIDUAL = 1e2
 #: How many times the step is halved on divergence before giving up.
 MAX_BACKOFFS = 8
 _TINY = float(np.finfo(float).tiny)
-#: Seconds after which a fit with ``verbose=0`` shows its progress bar on a terminal.
-PROGRESS_DELAY = 5.0
-
-
-def progress_bar(verbose: int, name: str, start_iter: int, end_iter: int, tol: float) -> Any:
-    """The tqdm bar of a fit, advanced at its checks and completed where the fit stops.
-
-    ``verbose`` forces the bar on from the start. Otherwise it appears by itself after
-    :data:`PROGRESS_DELAY` seconds, and only when stderr is a terminal (tqdm's
-    ``disable=None``), so short fits, logs and CI stay silent. Its postfix shows the
-    training loss, the relative change of the fitted values that the stop rule compares
-    with ``tol`` (in the description), and the held-out error.
-    """
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=end_iter,
-        initial=start_iter,
-        desc=f"[{name}] tol={tol:g}",
-        unit="step",
-        disable=False if verbose else None,
-        delay=0.0 if verbose else PROGRESS_DELAY,
-        dynamic_ncols=True,
-    )
-
-
-def _show_progress(bar: Any, it: int, row: dict) -> None:
-    """Advance ``bar`` to iteration ``it`` with the check's figures (may go back on back-off)."""
-    postfix = {"loss": f"{row['loss']:.3e}", "change": f"{row['change']:.2e}"}
-    for key in ("eval_error", "val_rmse"):
-        if key in row:
-            postfix[key] = f"{row[key]:.3e}"
-    bar.set_postfix(postfix, refresh=False)
-    bar.update(it - bar.n)
-
-
-def _finish_progress(bar: Any, it: int, name: str, stop: str) -> None:
-    """End the bar where the fit stopped (full), saying why, instead of at ``max_iter``."""
-    bar.total = max(it, bar.n, 1)
-    bar.n = it
-    bar.set_description_str(f"[{name}] {stop}", refresh=False)
-
 
 class DivergenceError(FloatingPointError):
     """Raised when gradient descent diverges (non-finite or exploding loss)."""
-
-
-class GradientDescent:
-    """Plain gradient descent ``W ← (1 − ηλ)W − η∇ℓ`` over parameter groups.
-
-    The arithmetic of :class:`torch.optim.SGD` with ``momentum=0`` (the gradient plus
-    ``λW``, then ``W − η·that``, element by element), without its per-step dispatch
-    overhead, and without the lazy import of ``torch._dynamo`` that the first
-    ``SGD.step()`` of a process triggers (≈ 3 s on a 2-core CPU, which would dominate
-    the wall clock of a small fit).
-
-    Parameters
-    ----------
-    param_groups : list of dict
-        As for :class:`torch.optim.SGD`: ``"params"`` and ``"lr"`` in each; other keys
-        are kept.
-    weight_decay : float, default=0.0
-        λ.
-
-    Attributes
-    ----------
-    momentum : float
-        β of heavy-ball steps ``v ← βv + ∇ℓ``, ``W ← W − ηv`` (Polyak 1964); 0 (plain
-        steps) unless set, e.g. by a callback of :func:`gradient_descent` for the polish
-        after a prune. Setting it starts the velocity afresh.
-
-    Examples
-    --------
-    >>> import torch
-    >>> W = torch.ones(2)
-    >>> W.grad = torch.full((2,), 0.5)
-    >>> GradientDescent([{"params": [W], "lr": 0.1}], weight_decay=1.0).step()
-    >>> W
-    tensor([0.8500, 0.8500])
-    """
-
-    def __init__(self, param_groups: list[dict], weight_decay: float = 0.0) -> None:
-        self.param_groups = [dict(g, params=list(g["params"])) for g in param_groups]
-        self.weight_decay = float(weight_decay)
-        self.state: dict = {}
-        self._momentum = 0.0
-
-    @property
-    def momentum(self) -> float:
-        return self._momentum
-
-    @momentum.setter
-    def momentum(self, beta: float) -> None:
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"momentum: expected 0 <= beta < 1, got {beta!r}.")
-        self._momentum = float(beta)
-        self.state = {}
-
-    def step(self, grads: Sequence[Sequence[torch.Tensor]] | None = None) -> None:
-        """One step with the ``.grad`` of every parameter (parameters without one are skipped).
-
-        Parameters
-        ----------
-        grads : sequence of sequence of Tensor, default=None
-            The gradients instead, one sequence per parameter group (in the order of
-            ``param_groups``) with one tensor per parameter; no ``.grad`` is read.
-            The training loop passes its gradients so: setting and reading ``.grad``
-            costs ≈ 5 µs a step on problem A, about 5 % of the step.
-        """
-        groups = self.param_groups
-        if torch.is_grad_enabled() and any(p.requires_grad for g in groups for p in g["params"]):
-            with torch.no_grad():  # in-place updates of leaves that require grad
-                self._step(grads)
-        else:  # the fit's parameters: no grad-mode switch (≈ 2 µs a step)
-            self._step(grads)
-
-    def _step(self, given: Sequence[Sequence[torch.Tensor]] | None) -> None:
-        wd = self.weight_decay
-        groups = self.param_groups
-        for group, group_grads in zip(groups, given or [None] * len(groups), strict=True):
-            if group_grads is None:
-                params = [p for p in group["params"] if p.grad is not None]
-                grads = [p.grad for p in params]
-            else:
-                params, grads = group["params"], list(group_grads)
-                if len(grads) != len(params):
-                    raise ValueError(
-                        f"grads: expected {len(params)} tensors for a group of "
-                        f"{len(params)} parameters, got {len(grads)}."
-                    )
-            if wd != 0:
-                grads = torch._foreach_add(grads, params, alpha=wd)
-            if self._momentum:
-                grads = self._velocity(params, grads)
-            torch._foreach_add_(params, grads, alpha=-group["lr"])
-
-    def _velocity(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list:
-        """``v ← βv + g`` per parameter (``v = g`` at its first step); returns the ``v``.
-
-        A new velocity starts at 0, so that every step is the same two foreach calls
-        over the group (≈ 7 µs a step less on problem A than two kernels per parameter
-        launched from Python), with the same roundings.
-        """
-        velocity = []
-        for p, g in zip(params, grads, strict=True):
-            v = self.state.get(id(p))
-            if v is None:  # its own tensor: g may be a buffer that the next gradient overwrites
-                v = self.state[id(p)] = torch.zeros_like(g)
-            velocity.append(v)
-        torch._foreach_mul_(velocity, self._momentum)
-        torch._foreach_add_(velocity, grads)
-        return velocity
-
-    def state_dict(self) -> dict:
-        """β and the velocity of every parameter (``None`` before its first heavy-ball step).
-
-        As :meth:`torch.optim.Optimizer.state_dict`, the state is listed in the order of
-        the parameters, group by group, so that it loads into an optimizer over other
-        tensors of the same shapes (a run resumed from a checkpoint).
-        """
-        params = [p for g in self.param_groups for p in g["params"]]
-        velocity = [self.state.get(id(p)) for p in params]
-        return {
-            "momentum": self._momentum,
-            "velocity": [None if v is None else v.clone() for v in velocity],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (β, then the velocities onto these parameters)."""
-        params = [p for g in self.param_groups for p in g["params"]]
-        if len(state["velocity"]) != len(params):
-            raise ValueError(
-                f"state: expected the velocity of {len(params)} parameters, got "
-                f"{len(state['velocity'])}."
-            )
-        self.momentum = state["momentum"]
-        for p, v in zip(params, state["velocity"], strict=True):
-            if v is not None:
-                self.state[id(p)] = v.to(device=p.device, dtype=p.dtype).clone()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop the gradients."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
-
-
-def make_optimizer(
-    params: Params,
-    lr: float,
-    *,
-    lr_ratios: Mapping[str, float],
-    kind: str = "gd",
-    weight_decay: float = 0.0,
-) -> torch.optim.Optimizer | GradientDescent:
-    """The optimizer of ``kind`` over ``params``, group ``name`` at ``lr · lr_ratios[name]``.
-
-    Parameters
-    ----------
-    params : dict of str to list of Tensor
-        Named parameter groups.
-    lr : float
-        η, the base step.
-    lr_ratios : mapping of str to float
-        Per-group multiplier of η (missing groups use 1).
-    kind : {"gd", "momentum", "adam"}, default="gd"
-        Plain gradient descent (:class:`GradientDescent`), heavy ball (β = 0.9), or Adam.
-    weight_decay : float, default=0.0
-        λ.
-    """
-    param_groups = [
-        {"params": ps, "lr": lr * lr_ratios.get(name, 1.0), "name": name}
-        for name, ps in params.items()
-    ]
-    wd = float(weight_decay)
-    if kind == "adam":
-        return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd)
-    if kind == "gd":  # same arithmetic as SGD(momentum=0), less overhead
-        return GradientDescent(param_groups, weight_decay=wd)
-    if kind == "momentum":
-        return torch.optim.SGD(param_groups, lr=lr, momentum=0.9, weight_decay=wd)
-    raise ValueError(f"optimizer: expected 'gd', 'momentum' or 'adam', got {kind!r}.")
-
-
-def step(flat: Sequence[torch.Tensor], grads: Params, optimizer: Any) -> None:
-    """One optimizer step: ``grads`` (in the order of ``flat``) become the ``.grad``.
-
-    A :class:`GradientDescent` (whose groups are those of ``grads``, as
-    :func:`make_optimizer` builds them) takes them directly instead.
-    """
-    if isinstance(optimizer, GradientDescent):
-        optimizer.step(list(grads.values()))
-        return
-    for p, g in zip(flat, (g for gs in grads.values() for g in gs), strict=True):
-        p.grad = g
-    optimizer.step()
-
-
-class Interrupt:
-    """SIGINT → a flag read between steps (main thread only); a second SIGINT raises.
-
-    Use as a context manager; the previous handler is restored on exit.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C: the user wants out now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def check_scalars(
@@ -487,6 +230,7 @@ class _Config:
     callbacks: Sequence[Callable[[Check], Any]]
     end_iter: int
     history: list[dict]
+    interrupt: Any = None
     progress: Any = None
 
     def new_optimizer(self, lr: float) -> Any:
@@ -580,7 +324,7 @@ def _check(cfg: _Config, state: _State, resid: torch.Tensor, interrupted: bool) 
     row = _record(cfg, state, loss, residual, change)
     _snapshot(cfg, state, resid)
     if cfg.progress is not None:
-        _show_progress(cfg.progress, state.it, row)
+        show_progress(cfg.progress, state.it, row)
     if cfg.validation is not None:
         if state.best is None or row["val_rmse"] < state.best[0]:
             state.best = (row["val_rmse"], state.it, state.snapshot[1])
@@ -615,23 +359,23 @@ def gradient_descent(
     history: list[dict] | None = None,
     monitors: Mapping[str, HeldOut] | None = None,
     validation: HeldOut | None = None,
-    n_iter_no_change: int = 10,
     backoff: bool = False,
     scale: float = 1.0,
     t_start: float | None = None,
     name: str = "gradient_descent",
     verbose: int = 0,
     reduce: Reduce | None = None,
-    stop_rule: Callable[[Check], str] | None = None,
+    stop_rule: Callable[[Check], str],
     callbacks: Sequence[Callable[[Check], Any]] = (),
+    interrupt: Any = None,
 ) -> SolveResult:
     """Gradient descent on ``network`` from ``params`` (updated in place), with periodic checks.
 
     At each check the loss, the relative training residual
     ``‖P_Ω(X − Y)‖_F / ‖P_Ω(Y)‖_F``, the relative change of the fitted values on Ω since
     the previous check ``‖X_Ω(t) − X_Ω(t − check_every)‖_F / ‖X_Ω(t)‖_F`` and the
-    held-out errors are recorded. The run stops when ``stop_rule`` says so (by default
-    :class:`StopRule`: change ≤ ``tol``, or early stopping on ``validation``), at
+    held-out errors are recorded. The run stops when ``stop_rule`` says so (the only
+    route by which ``tol`` and early stopping decide), at
     ``start_iter + max_iter``, or on Ctrl-C (at the end of the current step). On
     divergence the step is halved from the last checked state when ``backoff`` (at
     most :data:`MAX_BACKOFFS` times); otherwise :class:`DivergenceError` is raised.
@@ -650,7 +394,8 @@ def gradient_descent(
     max_iter : int
         Steps in this call.
     tol : float
-        For the default stop rule.
+        The stop rule's tolerance, shown in the progress bar beside the change it is
+        compared with; ``stop_rule`` alone decides.
     check_every : int
     start_iter : int, default=0
         Iteration count of ``params`` (a warm start continues it).
@@ -660,9 +405,8 @@ def gradient_descent(
         Watched sets: ``{key}_error``/``{key}_rmse`` columns; their time is recorded as
         ``eval_seconds`` and not counted in ``seconds``.
     validation : HeldOut, default=None
-        Early-stopping set (``val_error``/``val_rmse``); the best state is returned.
-    n_iter_no_change : int, default=10
-        For the default stop rule.
+        Early-stopping set (``val_error``/``val_rmse``, and ``Check.since_best`` for
+        the stop rule); the best state is returned.
     backoff : bool, default=False
         Halve the step on divergence instead of raising.
     scale : float, default=1.0
@@ -673,16 +417,23 @@ def gradient_descent(
         Prefix of messages and of the progress bar.
     verbose : int, default=0
         Show the progress bar from the start; with 0 it appears by itself on a terminal
-        when the run lasts more than :data:`PROGRESS_DELAY` seconds (:func:`progress_bar`).
+        when the run lasts more than :data:`~deepmc._progress.PROGRESS_DELAY` seconds
+        (:func:`~deepmc._progress.progress_bar`).
     reduce : callable, default=None
         Sums the check's scalars across processes (see :func:`check_scalars`).
-    stop_rule : callable, default=None
-        ``rule(check) -> str``: a stop reason, or ``""`` to go on.
+    stop_rule : callable
+        ``rule(check) -> str``: a stop reason, or ``""`` to go on (e.g.
+        :class:`StopRule`, or the spectral policy's rule of the estimators).
     callbacks : sequence of callable, default=()
         Called at every check that does not stop, with the :class:`Check`. One that
         edits ``check.params`` in place returns ``True``: the residual and gradients
         are recomputed and the edited state becomes the change baseline and the
         back-off point.
+    interrupt : context manager, default=None
+        Used instead of :class:`Interrupt`: an object whose ``requested`` attribute,
+        read between steps, says to stop at the next check. A distributed fit passes
+        one whose flag changes only when the ranks agree, so every rank stops at the
+        same step.
 
     Returns
     -------
@@ -694,14 +445,15 @@ def gradient_descent(
         optimizer=optimizer, weight_decay=weight_decay, backoff=backoff, scale=scale,
         t_start=time.perf_counter() if t_start is None else t_start, name=name,
         monitors=dict(monitors or {}), validation=validation, reduce=reduce,
-        stop_rule=stop_rule or StopRule(tol, n_iter_no_change), callbacks=list(callbacks),
+        stop_rule=stop_rule, callbacks=list(callbacks),
         end_iter=start_iter + max_iter, history=[] if history is None else history,
+        interrupt=interrupt,
     )  # fmt: skip
     state = _State(it=start_iter, lr=lr, optimizer=cfg.new_optimizer(lr))
     cfg.progress = progress_bar(verbose, name, start_iter, cfg.end_iter, tol)
     try:
         stop = _loop(cfg, state, start_iter, check_every)
-        _finish_progress(cfg.progress, state.it, name, stop)
+        finish_progress(cfg.progress, state.it, name, stop)
     finally:
         if cfg.progress is not None:
             cfg.progress.close()
@@ -718,10 +470,10 @@ def gradient_descent(
 
 def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str:
     """Step until a check says stop; return the reason."""
-    threads = intra_op_threads(cfg.data.device, cfg.network.step_work(cfg.data))
+    threads = StepThreads(cfg.data.device, cfg.network.step_work(cfg.data))
     # the networks' gradients are closed form: no op of the loop records a graph, and
     # with grad mode off the per-step checks for parameters that require grad are skipped
-    with Interrupt() as interrupt, threads, torch.no_grad():
+    with cfg.interrupt or Interrupt() as interrupt, threads, torch.no_grad():
         while True:
             at_check = (state.it - start_iter) % check_every == 0 or state.it >= cfg.end_iter
             resid, grads = cfg.network.residual_and_grads(cfg.data, cfg.params)
@@ -736,5 +488,6 @@ def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str
                 elif outcome:
                     return outcome
             step(cfg.flat, grads, state.optimizer)
+            threads.tick(timed=not at_check)
             state.restored = False
             state.it += 1

@@ -90,13 +90,13 @@ def top_singular(
 
     A small matrix (``m·n`` ≤ :data:`deepmc._kernels.SMALL_ELEMENTS`, where the kernels
     also work densely) is assembled and factored exactly (:func:`dense_top_singular`),
-    which is both exact and cheaper than the power iterations (problem A, 100 × 100, one
-    thread: ≈ 2.5 ms against ≈ 3.9 ms). A larger one goes to a randomized SVD
+    which is both exact and cheaper than the power iterations on problem A (the
+    performance notes). A larger one goes to a randomized SVD
     (:func:`sklearn.utils.extmath.randomized_svd`, ``n_iter`` power iterations) of the
     CSR matrix: cost O(n_iter · N · k), no dense ``m × n`` array. NumPy's BLAS runs it on
     one thread: its dense steps (QR of ``m × 2k`` blocks) are small, and a threaded BLAS
-    call leaves worker threads spinning for ≈ 0.1 s afterwards, which on 2 cores halves
-    the speed of the first training steps. Either way one seed is drawn from
+    call leaves worker threads spinning afterwards, which on a small machine slows the
+    first training steps. Either way one seed is drawn from
     ``generator``, so the random numbers drawn after it do not depend on the path.
 
     Returns

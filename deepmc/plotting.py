@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ._trace import singular_value_trace
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SingularValuesDisplay", "plot_history"]
 
-_INSTALL = "pip install 'deepmc[plot]'"
+#: How to get matplotlib, for messages: the package itself, or deepmc's ``plot`` extra.
+PLOT_INSTALL = 'pip install "matplotlib>=3.6", the [plot] extra of deepmc'
 
 
 def _check_matplotlib(what: str) -> None:
@@ -29,7 +32,7 @@ def _check_matplotlib(what: str) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"{what} needs matplotlib: {_INSTALL}") from exc
+        raise ImportError(f"{what} needs matplotlib: {PLOT_INSTALL}") from exc
 
 
 def _new_axes(ax: Axes | None) -> Axes:
@@ -55,6 +58,25 @@ def _history_frame(history_or_estimator: Any) -> pd.DataFrame:
     )
 
 
+#: Axis labels of the history's columns.
+HISTORY_LABELS: dict[str, str] = {
+    "iteration": "iteration",
+    "seconds": "seconds since fit (evaluation excluded)",
+    "loss": "training loss (data-fit term)",
+    "residual": "relative training residual ‖P_Ω(X − Y)‖ / ‖P_Ω(Y)‖",
+    "change": "relative change of the fitted values (stop rule)",
+    "lr": "learning rate η",
+    "eval_error": "relative recovery error on eval_set",
+    "eval_rmse": "RMSE on eval_set",
+    "eval_seconds": "seconds spent evaluating eval_set",
+    "val_error": "relative error on the validation set",
+    "val_rmse": "RMSE on the validation set",
+}
+
+#: Columns drawn on a logarithmic axis by default: errors, residuals, losses.
+_LOG_COLUMNS = {"loss", "residual", "change", "eval_error", "eval_rmse", "val_error", "val_rmse"}
+
+
 def plot_history(
     history_or_estimator: Any,
     *,
@@ -62,9 +84,11 @@ def plot_history(
     y: str | None = None,
     ax: Axes | None = None,
     label: str | None = None,
-    logy: bool = True,
+    logy: bool | None = None,
+    events: bool = True,
+    title: str | None = None,
 ) -> Axes:
-    """Plot one column of a fit's history against another.
+    """Plot one column of a fit's history against another, with its events marked.
 
     Parameters
     ----------
@@ -79,13 +103,21 @@ def plot_history(
         Where to draw; default a new pyplot figure.
     label : str, default=None
         Legend entry of the line; a legend is drawn when given.
-    logy : bool, default=True
-        Logarithmic vertical axis.
+    logy : bool, default=None
+        Logarithmic vertical axis; default on for errors, residuals and losses
+        (when the plotted values are positive), off for other columns.
+    events : bool, default=True
+        Mark the rows of the ``event`` column (prune, re-seed, rank and momentum
+        decisions, the stop) with a dotted vertical line and a short label.
+    title : str, default=None
+        Axes title; default the estimator's class name and the quantity plotted, unless
+        the axes already have a title.
 
     Returns
     -------
     matplotlib.axes.Axes
-        The axes drawn on; the new line is ``ax.lines[-1]``.
+        The axes drawn on; the new line is ``ax.lines[-1]`` (the event marks are a
+        collection and texts).
 
     Raises
     ------
@@ -98,10 +130,13 @@ def plot_history(
     --------
     >>> import pandas as pd
     >>> from matplotlib.figure import Figure
-    >>> history = pd.DataFrame({"iteration": [0, 10, 20], "residual": [1.0, 0.1, 0.01]})
+    >>> history = pd.DataFrame({"iteration": [0, 10, 20], "residual": [1.0, 0.1, 0.01],
+    ...                         "event": ["", "pruned to rank 2", "converged"]})
     >>> ax = plot_history(history, ax=Figure().subplots())
-    >>> ax.lines[-1].get_ydata().tolist()
-    [1.0, 0.1, 0.01]
+    >>> ax.lines[-1].get_ydata().tolist(), ax.get_yscale(), ax.get_ylabel()[:19]
+    ([1.0, 0.1, 0.01], 'log', 'relative training r')
+    >>> [t.get_text() for t in ax.texts]
+    ['pruned to rank 2', 'converged']
     """
     _check_matplotlib("plot_history")
     history = _history_frame(history_or_estimator)
@@ -114,14 +149,53 @@ def plot_history(
                 f"expected one of {list(history.columns)}."
             )
     ax = _new_axes(ax)
-    ax.plot(history[x].to_numpy(), history[y].to_numpy(), label=label)
+    values = history[y].to_numpy(dtype=float)
+    ax.plot(history[x].to_numpy(), values, label=label)
+    if logy is None:
+        logy = y in _LOG_COLUMNS and bool(np.all(values[np.isfinite(values)] > 0))
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(HISTORY_LABELS.get(x, x))
+    ax.set_ylabel(HISTORY_LABELS.get(y, y))
+    if title is None and not ax.get_title():
+        owner = (
+            ""
+            if isinstance(history_or_estimator, pd.DataFrame)
+            else (type(history_or_estimator).__name__ + ": ")
+        )
+        title = f"{owner}{HISTORY_LABELS.get(y, y)}"
+    if title is not None:
+        ax.set_title(title)
+    if events and "event" in history.columns:
+        _mark_events(ax, history, x)
     if label is not None:
         ax.legend()
     return ax
+
+
+def _mark_events(ax: Axes, history: pd.DataFrame, x: str) -> None:
+    """A dotted vertical line and a short rotated label at each row with an event."""
+    text = history["event"].fillna("").astype(str).str.strip()
+    rows = history.loc[text != "", x].to_numpy()
+    if rows.size == 0:
+        return
+    ax.vlines(
+        rows, 0, 1, transform=ax.get_xaxis_transform(), colors="0.5", linestyles=":", linewidth=0.8
+    )
+    for pos, event in zip(rows, text[text != ""]):
+        short = event.split(" (")[0]
+        short = short if len(short) <= 28 else short[:27] + "…"
+        ax.text(
+            pos,
+            0.98,
+            short,
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="0.35",
+        )
 
 
 def _default_k(estimator: Any) -> int:
@@ -286,8 +360,6 @@ class SingularValuesDisplay:
         SingularValuesDisplay
         """
         _check_matplotlib("SingularValuesDisplay")
-        from .compare import singular_value_trace
-
         if n_iter is None:
             n_iter = getattr(estimator, "n_iter_", None) or estimator.get_params()["max_iter"]
         trace = singular_value_trace(

@@ -11,17 +11,20 @@ compared through the same pipeline.
 
 from __future__ import annotations
 
+import numbers
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._ratings_foldin import FoldedRows, fold_in_ratings, folded_terms, member_priors, merge_folded
+from ._threads import available_cpus, call_with_threads, fit_threads
 from ._validation import Interval, StrOptions, check_params
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion, make_estimator
 
@@ -226,6 +229,32 @@ def _check_ids(ids: np.ndarray, name: str) -> np.ndarray:
     return ids
 
 
+def _id_kind(ids: np.ndarray) -> str | None:
+    """``"number"`` or ``"string"`` for ids all of one kind, ``None`` for a mix."""
+    if ids.dtype.kind in "biuf":
+        return "number"
+    if ids.dtype.kind in "US":
+        return "string"
+    values = ids.ravel().tolist()
+    if all(isinstance(v, numbers.Number) for v in values):
+        return "number"
+    if all(isinstance(v, str) for v in values):
+        return "string"
+    return None
+
+
+def _check_id_kind(ids: np.ndarray, fitted: np.ndarray, name: str) -> None:
+    """Refuse ids of another kind than the fitted ones: every one would be unknown."""
+    kind, fitted_kind = _id_kind(ids), _id_kind(fitted)
+    if ids.size and kind and fitted_kind and kind != fitted_kind:
+        raise ValueError(
+            f"predict: the {name} ids are {kind}s (e.g. {ids.ravel()[0]!r}) but the model "
+            f"was fitted on {fitted_kind} ids (e.g. {fitted.ravel()[0]!r}), so none of them "
+            "is known and every prediction would fall back to the mean. Pass the ids as "
+            "they were given to fit."
+        )
+
+
 def _encode_ids(ids: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct ids and the index of each id among them."""
     try:
@@ -290,8 +319,7 @@ class RatingsCompletion(BaseEstimator):
         narrow one; unused by ``network="full"``; capped at ``min(n_users, n_items) // 2``.
         Early stopping, not the rank, sets the effective rank, but a wider network still
         helps: on a validation slice of MovieLens-100K training ratings, rank 10, 20, 40
-        gave RMSEs 0.9283, 0.9267, 0.9249 (one fit, mean of five splits), at about 1.3×
-        and 3× the time of rank 10.
+        gave RMSEs 0.9283, 0.9267, 0.9249 (one fit, mean of five splits).
     network : {"compressed", "full", "narrow"}, default="compressed"
         :class:`~deepmc.CompressedDeepMatrixCompletion`,
         :class:`~deepmc.DeepMatrixCompletion` at full width ``max(n_users, n_items)``
@@ -308,12 +336,14 @@ class RatingsCompletion(BaseEstimator):
         steps for a worse test RMSE (0.928 against 0.921) and ε = 0.001 had not left the
         plateau after 3000; ε = 0.3 loses the low-rank bias of small initialisation
         (0.926).
-    lr : float, default=0.1
-        η in normalised units (σ₁ = 1), 0.3/L: a third of the synthetic ``"auto"`` step
-        ``1/L``. At ``1/L`` the validation optimum is reached within ~50 steps, between
-        two checks; at 0.1 it comes after ~200–300 and early stopping resolves it. On
-        validation slices (one fit, three splits) 0.05, 0.1, 0.15 gave the same RMSE
-        (within 0.0002), the best step at ~510, ~250, ~170.
+    lr : float, default=0.3
+        η in normalised units (σ₁ = 1), ``0.9/L``, near the synthetic ``"auto"`` step
+        ``1/L``: the validation optimum comes after ~70 steps, which checks every 5
+        steps resolve. On validation slices (one fit, three splits) 0.05, 0.1, 0.15
+        gave the same RMSE (within 0.0002), the best step at ~510, ~250, ~170; on five
+        80/20 splits of MovieLens-100K, 0.3 (with ``check_every=5``,
+        ``n_iter_no_change=8``) gave the test RMSE of 0.1 (with 10 and 15) within 0.0003
+        per split, in a third of the steps.
     weight_decay : float, default=0.01
         λ: every core decays at λ, the factor rows as ``decay_weighting`` says. Early
         stopping regularises a row through its slow growth, which is slowest for rarely
@@ -362,14 +392,14 @@ class RatingsCompletion(BaseEstimator):
         ``1 / validation_fraction``. The fit costs ``n_estimators`` single fits.
     validation_fraction : float, default=0.1
         Fraction of the training ratings held out for early stopping.
-    n_iter_no_change : int, default=15
-        Stop after this many checks without a better validation RMSE. 15 and 30 chose
-        the same step on the validation slices (10 as well at lr 0.1); 15 saves ~150
-        steps per member.
-    check_every : int, default=10
+    n_iter_no_change : int, default=8
+        Stop after this many checks (40 steps) without a better validation RMSE: about
+        half the steps to the optimum. At lr 0.1, 15 and 30 checks of 10 steps chose
+        the same step on the validation slices (10 as well).
+    check_every : int, default=5
         Gradient steps between checks (validation RMSE, stopping rules).
     max_iter : int, default=2000
-        Cap on gradient steps; early stopping ends MovieLens fits after ~350.
+        Cap on gradient steps; early stopping ends MovieLens fits after ~110.
     tol : float, default=1e-4
         Stop when the fitted values on the training ratings change by at most ``tol``
         (relative) between checks.
@@ -379,10 +409,11 @@ class RatingsCompletion(BaseEstimator):
     n_jobs : int, default=None
         Members fitted in parallel by :class:`joblib.Parallel` (processes); ``None`` is
         1 unless inside a :func:`joblib.parallel_config` context, ``-1`` all cores.
-        Results do not depend on it (each member has its own seed). One default fit on
-        MovieLens-100K (80 % of the ratings, a 2-core machine under a load of ~2.7):
-        17.5 s sequentially (two torch threads), 9.1 s with ``n_jobs=2`` once the
-        worker processes run, 16.3 s when they must first start (importing torch).
+        Results do not depend on it (each member has its own seed). Each worker process
+        uses its share of the CPUs (``cpus // n_jobs`` threads); starting the workers
+        (importing torch) costs seconds, so on a small table one process with the
+        automatic threads is as fast. See the performance notes of the docs for the
+        thread policy and :func:`deepmc.thread_limit`.
     device : {"auto", "cpu", "cuda"}, default="auto"
         ``"auto"`` uses CUDA when available.
     dtype : {"float32", "float64"}, default="float32"
@@ -431,8 +462,10 @@ class RatingsCompletion(BaseEstimator):
     the ``val_rmse`` that chooses its stopping iteration is a held-out estimate.
 
     Defaults were chosen on validation slices of the training ratings of MovieLens-100K
-    splits (never on test ratings); ``benchmarks/ml100k_table.py`` prints the test
-    RMSEs of the defaults, of each ingredient removed, and of classical baselines.
+    splits (never on test ratings); the step schedule (``lr``, ``check_every``,
+    ``n_iter_no_change``) was then shortened for speed and checked to leave the test
+    RMSE unchanged. ``benchmarks/ml100k_table.py`` prints the test RMSEs and fit
+    seconds of the defaults, of each ingredient removed, and of classical baselines.
 
     References
     ----------
@@ -492,7 +525,7 @@ class RatingsCompletion(BaseEstimator):
         network: str = "compressed",
         depth: int = 3,
         init_scale: float = 0.1,
-        lr: float = 0.1,
+        lr: float = 0.3,
         weight_decay: float = WEIGHT_DECAY,
         decay_weighting: float = 1.0,
         init: str = "spectral",
@@ -500,8 +533,8 @@ class RatingsCompletion(BaseEstimator):
         bias_reg: float = 5.0,
         n_estimators: int = 5,
         validation_fraction: float = 0.1,
-        n_iter_no_change: int = 15,
-        check_every: int = 10,
+        n_iter_no_change: int = 8,
+        check_every: int = 5,
         max_iter: int = 2000,
         tol: float = 1e-4,
         network_params: dict | None = None,
@@ -568,6 +601,14 @@ class RatingsCompletion(BaseEstimator):
         if y is not None:
             ratings = np.asarray(y)
         if ratings is not None:
+            ratings = np.asarray(ratings)
+            if ratings.dtype.kind == "c" or (
+                ratings.dtype == object and ratings.size and isinstance(ratings.flat[0], complex)
+            ):
+                raise ValueError(
+                    "ratings: complex values are not supported (their imaginary part would "
+                    "be dropped); pass real ratings."
+                )
             try:
                 ratings = np.asarray(ratings, dtype=np.float64)
             except (TypeError, ValueError) as exc:
@@ -607,6 +648,8 @@ class RatingsCompletion(BaseEstimator):
             "random_state": self.random_state,
             "verbose": self.verbose,
             "early_stopping": True,
+            # plain steps: an early-stopped noisy fit has no spectral gap to prune at
+            "solver": "gd",
             "validation_fraction": self.validation_fraction,
             "n_iter_no_change": self.n_iter_no_change,
         }
@@ -652,18 +695,24 @@ class RatingsCompletion(BaseEstimator):
         )
         self.rating_range_ = (float(ratings.min()), float(ratings.max()))
         network = self._make_network(shape)
-        members = Parallel(n_jobs=self.n_jobs)(
-            delayed(fit_member)(
-                rows,
-                cols,
-                ratings,
-                shape,
-                is_val,
-                bias_reg=float(self.bias_reg),
-                network=clone(network).set_params(random_state=seed),
+        # members in worker processes share the CPUs: each worker gets its part of them
+        n_workers = min(effective_n_jobs(self.n_jobs), len(folds))
+        per_worker = max(available_cpus() // n_workers, 1) if n_workers > 1 else None
+        with fit_threads():
+            members = Parallel(n_jobs=self.n_jobs)(
+                delayed(call_with_threads)(
+                    per_worker,
+                    fit_member,
+                    rows,
+                    cols,
+                    ratings,
+                    shape,
+                    is_val,
+                    bias_reg=float(self.bias_reg),
+                    network=clone(network).set_params(random_state=seed),
+                )
+                for is_val, seed in folds
             )
-            for is_val, seed in folds
-        )
         # Predictions are linear in the members' terms until the final clip, so the
         # averaged biases are exactly the bias part of the averaged prediction.
         self.global_mean_ = float(np.mean([m[0] for m in members]))
@@ -676,6 +725,7 @@ class RatingsCompletion(BaseEstimator):
         self.best_iterations_ = np.array([net.best_iteration_ for net in fitted], dtype=np.int64)
         self.best_iteration_ = int(self.best_iterations_[0]) if fitted else 0
         self.history_ = self.network_.history_ if self.network_ is not None else pd.DataFrame()
+        self._forget_folded()
         return self
 
     # ------------------------------------------------------------------ predict
@@ -688,7 +738,10 @@ class RatingsCompletion(BaseEstimator):
         """Predicted ratings of (user, item) pairs, clipped to the training range.
 
         Ids never seen in training contribute no bias and no network term: an unknown
-        user gets ``μ + b_i``, an unknown item ``μ + b_u``, both unknown ``μ``.
+        user gets ``μ + b_i``, an unknown item ``μ + b_u``, both unknown ``μ``. Users
+        folded in by :meth:`partial_fit_users` (and items by :meth:`partial_fit_items`)
+        use their folded bias and network rows, which take precedence over the fit's; a
+        folded user and a folded item together get their biases only.
 
         Parameters
         ----------
@@ -711,11 +764,19 @@ class RatingsCompletion(BaseEstimator):
                 f"predict: users and items must be 1-D of equal length, got shapes "
                 f"{users.shape} and {items.shape}."
             )
+        _check_id_kind(users, self.users_, "user")
+        _check_id_kind(items, self.items_, "item")
         rows, cols = self._index(users, items)
-        known_u, known_i = rows >= 0, cols >= 0
+        new_u, fu = self._folded_index("users", users)
+        new_i, fi = self._folded_index("items", items)
+        known_u, known_i = (rows >= 0) & ~new_u, (cols >= 0) & ~new_i
         pred = np.full(rows.shape[0], self.global_mean_)
         pred[known_u] += self.user_bias_[rows[known_u]]
         pred[known_i] += self.item_bias_[cols[known_i]]
+        if new_u.any():
+            pred[new_u] += self.folded_users_.bias[fu[new_u]]
+        if new_i.any():
+            pred[new_i] += self.folded_items_.bias[fi[new_i]]
         both = known_u & known_i
         fitted = [net for net in self.networks_ if net is not None]
         if both.any() and fitted:
@@ -723,6 +784,15 @@ class RatingsCompletion(BaseEstimator):
             pred[both] += sum(net.predict_entries(rows[both], cols[both]) for net in fitted) / len(
                 self.networks_
             )
+        for side, where, own, other in (
+            ("users", new_u & known_i, fu, cols),
+            ("items", new_i & known_u, fi, rows),
+        ):
+            if where.any():
+                folded = getattr(self, f"folded_{side}_")
+                pred[where] += folded_terms(
+                    self._fold_priors(side), folded, own[where], other[where]
+                )
         return np.clip(pred, *self.rating_range_)
 
     def score(self, X: Any, y: Any = None) -> float:
@@ -740,3 +810,138 @@ class RatingsCompletion(BaseEstimator):
         users, items, ratings = self._pairs(X, y, need_ratings=True)
         pred = self.predict(users, items)
         return -float(np.sqrt(np.mean((pred - ratings) ** 2)))
+
+    # ------------------------------------------------------------------ fold-in
+    def partial_fit_users(
+        self, X: Any, y: Any = None, *, unknown: str = "error"
+    ) -> RatingsCompletion:
+        """Fold in users who are new or whose ratings changed, with the items fixed.
+
+        Each user's bias and, in every ensemble member, their row of the network are
+        fitted to their ratings by ridge regression with the items' biases and factors
+        fixed (see the user guide's section on new users): the bias has the fit's
+        ``bias_reg``, the row the prior the fitted users define and the member's noise
+        level, so a user with few ratings is shrunk towards the average user. Nothing
+        else changes; :meth:`predict` then uses the folded users. A later call replaces
+        the rows of users it folds in again, and :meth:`fit` forgets them all.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (N, 2) or (N, 3)
+            As in :meth:`fit`: *every* rating of each user to fold in (a user's previous
+            ratings are replaced, not added to).
+        y : array-like of shape (N,), default=None
+            The ratings, when ``X`` holds only the pairs.
+        unknown : {"error", "ignore"}, default="error"
+            What to do with ratings of items not seen in the fit (fold those in first
+            with :meth:`partial_fit_items`): raise a ``ValueError`` naming them, or skip
+            those ratings.
+
+        Returns
+        -------
+        self : object
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> from deepmc import RatingsCompletion
+        >>> rng = np.random.default_rng(0)
+        >>> taste = rng.standard_normal((40, 2)) @ rng.standard_normal((2, 20))
+        >>> users, items = np.nonzero(rng.random(taste.shape) < 0.6)
+        >>> ratings = pd.DataFrame({"user": users, "item": items,
+        ...                         "rating": np.clip(np.round(3 + taste[users, items]), 1, 5)})
+        >>> model = RatingsCompletion(rank=2, lr=0.5, check_every=5, n_estimators=2,
+        ...                           random_state=0).fit(ratings[ratings.user < 30])
+        >>> newcomers = ratings[(ratings.user >= 30) & (ratings["item"] < 10)]
+        >>> model = model.partial_fit_users(newcomers)
+        >>> model.predict([35, 35], [12, 15]).shape, len(model.folded_users_.ids)
+        ((2,), 10)
+        """
+        return self._partial_fit(X, y, side="users", unknown=unknown)
+
+    def partial_fit_items(
+        self, X: Any, y: Any = None, *, unknown: str = "error"
+    ) -> RatingsCompletion:
+        """Fold in items that are new or whose ratings changed, with the users fixed.
+
+        The transpose of :meth:`partial_fit_users`: each item's bias and rows of the
+        members' networks are fitted to its ratings with the users' biases and factors
+        fixed.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (N, 2) or (N, 3)
+            Every rating of each item to fold in.
+        y : array-like of shape (N,), default=None
+            The ratings, when ``X`` holds only the pairs.
+        unknown : {"error", "ignore"}, default="error"
+            What to do with ratings by users not seen in the fit.
+
+        Returns
+        -------
+        self : object
+        """
+        return self._partial_fit(X, y, side="items", unknown=unknown)
+
+    def _partial_fit(self, X: Any, y: Any, *, side: str, unknown: str) -> RatingsCompletion:
+        check_is_fitted(self)
+        method = f"partial_fit_{side}"
+        if unknown not in ("error", "ignore"):
+            raise ValueError(f"{method}: unknown must be 'error' or 'ignore', got {unknown!r}.")
+        users, items, ratings = self._pairs(X, y, need_ratings=True)
+        new, fixed = (users, items) if side == "users" else (items, users)
+        fixed_labels = self.items_ if side == "users" else self.users_
+        fixed_bias = self.item_bias_ if side == "users" else self.user_bias_
+        other = "item" if side == "users" else "user"
+        index = pd.Index(fixed_labels).get_indexer(pd.Index(fixed))
+        unseen = index < 0
+        if unseen.any() and unknown == "error":
+            raise ValueError(
+                f"{method}: {_positions(unseen)} ratings are of {other}s not seen in the fit, "
+                f"e.g. {other} {fixed[unseen][:1].tolist()[0]!r}; fold those {other}s in first, "
+                "or pass unknown='ignore' to skip their ratings."
+            )
+        new, index, ratings = new[~unseen], index[~unseen], ratings[~unseen]
+        if ratings.shape[0] == 0:
+            raise ValueError(f"{method}: no ratings of {other}s seen in the fit to fold in.")
+        labels, codes = _encode_ids(new, side[:-1])
+        pairs = (
+            (codes, index, labels, fixed_labels)
+            if side == "users"
+            else (index, codes, fixed_labels, labels)
+        )
+        _check_unique_pairs(*pairs)
+        bias, alphas = fold_in_ratings(
+            self._fold_priors(side),
+            codes,
+            index,
+            ratings - self.global_mean_ - fixed_bias[index],
+            labels.shape[0],
+            n_other=fixed_labels.shape[0],
+            bias_reg=float(self.bias_reg),
+        )
+        name = f"folded_{side}_"
+        setattr(
+            self, name, merge_folded(getattr(self, name, None), FoldedRows(labels, bias, alphas))
+        )
+        return self
+
+    def _fold_priors(self, side: str) -> list:
+        """Each member's prior for folding ``side`` in (computed once per fit)."""
+        cache = self.__dict__.setdefault("_fold_prior_cache", {})
+        if side not in cache:
+            cache[side] = member_priors(self.networks_, transpose=side == "items")
+        return cache[side]
+
+    def _folded_index(self, side: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which ``ids`` were folded in on ``side``, and their positions among the folded."""
+        folded = getattr(self, f"folded_{side}_", None)
+        if folded is None:
+            return np.zeros(len(ids), dtype=bool), np.full(len(ids), -1)
+        where = pd.Index(folded.ids).get_indexer(pd.Index(np.asarray(ids).ravel()))
+        return where >= 0, where
+
+    def _forget_folded(self) -> None:
+        """Drop the users and items folded into a previous fit."""
+        for name in ("folded_users_", "folded_items_", "_fold_prior_cache"):
+            self.__dict__.pop(name, None)

@@ -13,7 +13,10 @@ seed, with the held-out error recorded at every check:
   discrepant learning rate (Kwon et al., AISTATS 2024);
 * the compressed network with **frozen factors** (``factor_lr_ratio=0``).
 
-This is the experiment of Kwon et al. on their 100 × 100, rank-5, 30 %-observed problem.
+This is the experiment of Kwon et al. on their 100 × 100, rank-5, 30 %-observed problem,
+with their initial scale ε = 0.01 (``problem.init_scale``; the estimators' default,
+``init_scale="auto"``, starts larger and gets there in fewer steps, as ``deepmc demo``
+and ``deepmc compare`` show).
 Things to look for in the table and the curves: whether the compressed network reaches
 the full-width network's error in a comparable number of iterations (the law of
 parsimony says it follows the same trajectory, up to the initialisation of its

@@ -32,8 +32,7 @@ print(f"shape {X.shape}, observed entries: {np.isfinite(X).mean():.0%}")
 # scale are chosen from the data (``"auto"``). ``eval_set`` passes the held-out entries
 # with their true values: their error is recorded during the fit but never used by it.
 est = CompressedDeepMatrixCompletion(rank=5, random_state=0)
-est.fit(X, eval_set=problem.eval_set())
-completed = est.transform(X)
+completed = est.fit_transform(X, eval_set=problem.eval_set())
 
 observed = np.isfinite(X)
 print(f"{est.n_iter_} gradient steps, stopped by: {est.history_['event'].iloc[-1]!r}")

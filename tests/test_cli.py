@@ -25,6 +25,41 @@ def test_demo_prints_both_networks_recovering_problem_a(capsys):
         assert iterations > 0 and seconds > 0
         assert error <= 1e-4
     assert "speed-up of compressed over full width" in out
+    assert "the estimators' defaults (init_scale 'auto')" in out
+
+
+def test_demo_and_compare_use_the_estimators_defaults_unless_told(tmp_path, monkeypatch):
+    import deepmc.models
+
+    made = []
+    real = deepmc.models.make_estimator
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    import deepmc.compare._tasks
+
+    # Patched where it is looked up: the registry (demo) and compare, which imported it.
+    monkeypatch.setattr(deepmc.models, "make_estimator", recording)
+    monkeypatch.setattr(deepmc.compare._tasks, "make_estimator", recording)
+    out = str(tmp_path)
+
+    def params():
+        return [(e.get_params()["init_scale"], e.get_params()["tol"]) for e in made]
+
+    main(["demo", "--device", "cpu"])
+    assert params() == [("auto", 1e-6)] * 2  # compressed, full-width
+    made.clear()
+    main(["compare", "--methods", "compressed", "--device", "cpu", "--output-dir", out])
+    assert set(params()) == {("auto", 1e-6)}  # a warm-up and the fit
+    made.clear()
+    main(["demo", "--device", "cpu", "--init-scale", "0.01"])
+    assert params() == [(0.01, 1e-6)] * 2
+    made.clear()
+    args = ["--init-scale", "0.01", "--tol", "1e-9"]
+    main(["compare", "--methods", "compressed", "--device", "cpu", "--output-dir", out, *args])
+    assert set(params()) == {(0.01, 1e-9)}
 
 
 # ---------------------------------------------------------------- usage errors
@@ -48,6 +83,7 @@ def test_version(capsys):
         (["compare", "--problem", "30x20"], "needs a rank"),
         (["compare", "--problem", "10x10,rank=20"], "rank <= min(m, n) = 10"),
         (["compare", "--problem", "ml-1m", "--cache-dir", "/nonexistent"], "grouplens"),
+        (["compare", "--problem", "ml-100k", "--cache-dir", "/nonexistent"], "Pass --download"),
         (["compare", "--check-every", "0"], "argument --check-every: expected an integer >= 1"),
         (["compare", "--max-iter", "-5"], "argument --max-iter: expected an integer >= 1"),
         (["compare", "--max-iter", "ten"], "argument --max-iter: expected an integer >= 1"),
@@ -129,7 +165,7 @@ def test_compare_command_never_silently_disappears(monkeypatch, capsys):
     assert "--problem" in capsys.readouterr().out
     monkeypatch.setitem(sys.modules, "deepmc.compare", None)  # a broken install
     with pytest.raises(ImportError):
-        main(["demo", "--device", "cpu"])
+        main(["compare", "--help"])
 
 
 def test_valid_arguments_reach_compare(monkeypatch, tmp_path, capsys):

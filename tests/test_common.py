@@ -1,12 +1,7 @@
-"""scikit-learn's estimator checks on every estimator, each exemption with its reason.
+"""scikit-learn's estimator checks on every estimator, with its defaults and small fits.
 
-The matrix estimators are transformers whose ``predict(X)`` returns the network's
-prediction of the whole fitted ``m × n`` matrix (``transform`` is the same with the
-observed entries written back). Completion is *transductive*: the estimator completes
-the matrix it was fitted on, so a check that fits on some rows and then predicts other
-rows, a subset or a permutation of them, asks about another matrix and is refused with
-an explanation. :class:`~deepmc.RatingsCompletion` takes a table of ``(user, item)`` id
-pairs, so checks that feed it feature matrices of another width cannot apply.
+The checks each estimator is expected to fail, and why, ship with the package
+(:mod:`deepmc.utils.estimator_checks`), so users' own test suites can use them.
 """
 
 from __future__ import annotations
@@ -16,46 +11,7 @@ from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
-
-TRANSDUCTIVE = (
-    "completion is transductive: predict/transform need the fitted (m, n) matrix; a "
-    "subset, a permutation or a held-out split of its rows is another matrix and is "
-    "refused with an explanation"
-)
-MATRIX_PREDICT = (
-    "the check expects predict to return one value per row; predict returns the "
-    "completed (m, n) matrix (sparse input itself is supported: the check is re-run "
-    "with predict hidden in test_sparse_checks_on_transform)"
-)
-OBJECT = "object arrays are refused with a clear error rather than converted silently"
-PAIRS = (
-    "X is a table of (user, item) id pairs (or (user, item, rating) rows); a feature "
-    "matrix of another width is refused with an error that says so"
-)
-
-MATRIX_EXPECTED_FAILED = {
-    "check_methods_subset_invariance": TRANSDUCTIVE,
-    "check_methods_sample_order_invariance": TRANSDUCTIVE,
-    "check_fit_idempotent": TRANSDUCTIVE
-    + " (it predicts a held-out split; idempotence is tested in test_robustness.py)",
-    "check_estimator_sparse_array": MATRIX_PREDICT,
-    "check_estimator_sparse_matrix": MATRIX_PREDICT,
-    "check_dtype_object": OBJECT,
-}
-RATINGS_EXPECTED_FAILED = {
-    name: PAIRS
-    for name in [
-        "check_n_features_in_after_fitting",
-        "check_positive_only_tag_during_fit",
-        "check_estimators_dtypes",
-        "check_complex_data",
-        "check_dtype_object",
-        "check_estimators_empty_data_messages",
-        "check_fit2d_1sample",
-        "check_fit2d_1feature",
-        "check_fit2d_predict1d",
-    ]
-}
+from deepmc.utils import expected_failed_checks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,18 +20,30 @@ ESTIMATORS = [
     DeepMatrixCompletion(max_iter=20, device="cpu"),
     RatingsCompletion(rank=1, max_iter=20, device="cpu", random_state=0),
 ]
+#: The estimators as a user makes them: scikit-learn's small test matrices are narrower
+#: than the compressed network's default 2*rank, which is then clipped with a warning.
+DEFAULTS = [CompressedDeepMatrixCompletion(), DeepMatrixCompletion(), RatingsCompletion()]
 
 
-def _expected_failed(estimator) -> dict[str, str]:
-    if isinstance(estimator, RatingsCompletion):
-        return RATINGS_EXPECTED_FAILED
-    return MATRIX_EXPECTED_FAILED
-
-
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed)
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+@pytest.mark.slow
+@parametrize_with_checks(DEFAULTS, expected_failed_checks=expected_failed_checks)
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataDimensionalityWarning")
+def test_sklearn_compatible_with_defaults(estimator, check):
+    check(estimator)
+
+
+def test_expected_failures_ship_with_the_package():
+    for estimator in ESTIMATORS:
+        expected = expected_failed_checks(estimator)
+        assert expected and all(isinstance(r, str) and r for r in expected.values())
+    assert expected_failed_checks(object()) == {}
 
 
 class _CompressedTransformOnly(CompressedDeepMatrixCompletion):

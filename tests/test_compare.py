@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,16 @@ def test_compare_accepts_a_loaded_task_and_leaves_it_alone(tmp_path):
     assert table.attrs["rank"] == 3 and table["iterations"].tolist() == [5]
     assert "r̂=3, depth 3, ε=0.05, seed 0" in lines[0]
     assert task.init_scale is None  # the caller's task is not modified
+
+
+def test_without_matplotlib_the_table_is_printed_and_figures_skipped(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
+    args = ["compare", "--problem", "20x20,rank=2,fraction=0.5", "--methods", "compressed"]
+    args += ["--max-iter", "5", "--device", "cpu", "--verbose", "0"]
+    assert main([*args, "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    skipped = [line for line in out.splitlines() if "matplotlib is not installed" in line]
+    assert len(skipped) == 1 and 'pip install "matplotlib' in skipped[0]
+    assert any(line.split()[:1] == ["compressed"] for line in out.splitlines())
+    assert out.rstrip().endswith("(summary.csv, history_*.csv)")
+    assert (tmp_path / "summary.csv").exists() and not (tmp_path / "compare.png").exists()

@@ -240,24 +240,53 @@ def test_ratings_errors():
         Ratings.from_frame(pd.DataFrame({"user": [1]}))
 
 
-def test_manifest_agrees_with_the_loader():
+def test_releases_and_registry_come_from_the_shipped_manifest():
     import json
+    from importlib.resources import files
 
-    manifest = Path(__file__).resolve().parents[1] / "datasets" / "manifest.json"
-    entries = {d["name"]: d for d in json.loads(manifest.read_text())["datasets"]}
+    from deepmc.datasets import movielens_registry
+
+    shipped = json.loads(files("deepmc.datasets").joinpath("manifest.json").read_text())
+    entries = {d["name"]: d for d in shipped["datasets"]}
     assert set(entries) == set(MOVIELENS)
     for name, info in MOVIELENS.items():
         for key in ("url", "folder", "file", "sha256"):
             assert entries[name][key] == info[key], (name, key)
-        counts = entries[name]["counts"]
-        assert (tuple(counts) if counts else None) == info["counts"], name
+    registry = movielens_registry("unused")
+    assert set(registry.registry) == {d["url"].rsplit("/", 1)[1] for d in entries.values()}
+    assert registry.get_url("ml-100k.zip") == entries["ml-100k"]["url"]
+    if ML100K.is_file():  # the one recorded checksum is that of the real file
+        import pooch
+
+        assert pooch.file_hash(str(ML100K)) == entries["ml-100k"]["sha256"]
+
+
+def test_cache_folder_is_the_platform_user_cache(tmp_path, monkeypatch):
+    import platformdirs
+
+    from deepmc.datasets import data_home
+
+    monkeypatch.delenv("DEEPMC_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # honoured on Linux
+    assert data_home() == Path(platformdirs.user_cache_dir("deepmc"))
+    monkeypatch.setenv("DEEPMC_DATA", str(tmp_path / "env"))
+    assert data_home() == tmp_path / "env"
+    assert data_home(tmp_path / "given") == tmp_path / "given"
 
 
 # ------------------------------------------------------------------ opt-in download
 def _fake_release(tmp_path, monkeypatch, content: bytes, *, sha256: str | None = None):
-    """ml-100k pointed at a local zip (a file:// URL) holding ``content`` as u.data."""
+    """ml-100k pointed at a local zip (a file:// URL, served by a copying downloader)."""
     import hashlib
+    import shutil
     import zipfile
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    import deepmc.datasets._movielens as movielens
+
+    def serve(url, output_file, pooch):
+        shutil.copyfile(url2pathname(urlparse(url).path), output_file)  # a path from pooch
 
     archive = tmp_path / "served" / "ml-100k.zip"
     archive.parent.mkdir()
@@ -270,6 +299,7 @@ def _fake_release(tmp_path, monkeypatch, content: bytes, *, sha256: str | None =
         "sha256": sha256 if sha256 is not None else hashlib.sha256(content).hexdigest(),
     }
     monkeypatch.setitem(MOVIELENS, "ml-100k", info)
+    monkeypatch.setattr(movielens, "_downloader", serve)
     return info
 
 
@@ -287,7 +317,7 @@ def test_download_is_opt_in_verified_and_cached(tmp_path, monkeypatch):
     # Cached: a second call does not fetch again.
     import deepmc.datasets._movielens as movielens
 
-    monkeypatch.setattr(movielens, "_urlopen", lambda url: pytest.fail("fetched twice"))
+    monkeypatch.setattr(movielens, "_downloader", lambda *a: pytest.fail("fetched twice"))
     assert load_movielens("ml-100k", cache_dir=cache, download=True).n_ratings == 3
 
 
@@ -302,6 +332,6 @@ def test_download_with_a_wrong_checksum_writes_nothing(tmp_path, monkeypatch):
 def test_download_needs_a_recorded_checksum(tmp_path, monkeypatch):
     import deepmc.datasets._movielens as movielens
 
-    monkeypatch.setattr(movielens, "_urlopen", lambda url: pytest.fail("must not fetch"))
+    monkeypatch.setattr(movielens, "_downloader", lambda *a: pytest.fail("must not fetch"))
     with pytest.raises(ValueError, match="no sha256 is recorded"):
         load_movielens("ml-1m", cache_dir=tmp_path, download=True)

@@ -6,6 +6,8 @@ of the time on a 2-core machine) to a minimum.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -26,16 +28,24 @@ from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from deepmc.__main__ import main
 from deepmc.distributed import (
     Comm,
-    RankFailure,
     fit,
     load_model,
     shard_observations,
 )
 from deepmc.distributed._checkpoint import COMPLETE
 
+# Every test here starts process groups (a torch import per rank): seconds each.
+pytestmark = pytest.mark.slow
+
 M, N = 40, 30
 UNOBSERVED_ROWS = slice(12, 17)  # not among the first 2r̂ rows (see _problem)
 
+
+
+def _fitted_matrix(est, shape):
+    """The fitted network's whole ``X̂`` (``transform`` folds rows in instead)."""
+    rows, cols = np.indices(shape)
+    return est.predict_entries(rows.ravel(), cols.ravel()).reshape(shape)
 
 def _problem():
     """A rank-2 40×30 matrix, 40 % observed, rows 12–16 without any observation.
@@ -172,11 +182,10 @@ def _killed_worker(rank: int, world: int, tmp: Path) -> dict:
         watcher.start()
         main(args)
         return {}
-    try:
-        main(args)
-    except RankFailure as exc:
-        return {"error": str(exc), "at": time.time()}
-    return {"error": None}
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(args)
+    return {"status": status, "error": err.getvalue(), "at": time.time()}
 
 
 def _write_small_csv(path: Path) -> None:
@@ -188,10 +197,9 @@ def _write_small_csv(path: Path) -> None:
 def test_a_killed_rank_fails_the_others_clearly_and_leaves_no_complete_model(tmp_path):
     _write_small_csv(tmp_path / "small.csv")
     model = tmp_path / "model"
-    model.mkdir()
-    (model / COMPLETE).write_text("{}")  # an older model's marker must not survive
     result = run_world(2, tmp_path, _killed_worker, timeout=10.0)[0]
-    assert result["error"] is not None
+    assert result["status"] == 1  # a failed job, reported on one line
+    assert len(result["error"].strip().splitlines()) == 1
     assert "rank 0 of 2" in result["error"] and "died or stalled" in result["error"]
     died_at = float((tmp_path / "death").read_text())
     assert result["at"] - died_at < 10 + 5  # within the configured timeout
@@ -202,7 +210,7 @@ def test_a_killed_rank_fails_the_others_clearly_and_leaves_no_complete_model(tmp
     for step in (model / "checkpoints").glob("step-*"):
         # a file under its final name is whole (only temporary names can be torn)
         for f in step.glob("rank-*.pt"):
-            assert torch.load(f, weights_only=False)["iteration"] == int(step.name[5:])
+            assert torch.load(f, weights_only=True)["iteration"] == int(step.name[5:])
         if (step / COMPLETE).exists():  # and a marked checkpoint has every rank's file
             marked += 1
             assert len(list(step.glob("rank-*.pt"))) == 2
@@ -225,7 +233,7 @@ def test_cli_under_torchrun_matches_the_single_process_cli(tmp_path):
         warnings.simplefilter("ignore")
         assert main(["fit", *common, "--output", str(tmp_path / "one")]) == 0
     two, one = load_model(tmp_path / "two"), load_model(tmp_path / "one")
-    assert sorted(p.name for p in (tmp_path / "two").glob("rows-*")) == [
+    assert sorted(p.name for p in (tmp_path / "two").glob("model-*/rows-*")) == [
         "rows-00000-of-00002.npy",
         "rows-00001-of-00002.npy",
     ]
@@ -330,7 +338,7 @@ def test_distributed_stop_rule_tells_the_plateau_from_convergence(tmp_path, one_
         for other in results[1:]:  # every rank took the same decisions
             assert list(other[name][0]["event"]) == list(hist["event"])
             assert other[name][1] == stop
-        err = np.linalg.norm(gathered.transform(np.full_like(X, np.nan)) - X) / np.linalg.norm(X)
+        err = np.linalg.norm(_fitted_matrix(gathered, X.shape) - X) / np.linalg.norm(X)
         if name == "short":  # settled on the saddle: a warning, not "converged"
             assert stop == "max_iter" and gathered.n_iter_ == 700
             assert (hist["change"] <= est.tol).any()

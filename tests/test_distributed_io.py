@@ -82,7 +82,7 @@ def test_read_shard_and_shard_observations_agree_in_one_process(tmp_path):
 def test_reader_errors_name_the_file_and_column(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("a,b,c\nx,1,2.0\n")
-    with pytest.raises(ValueError, match=r"bad\.csv: the row column must hold integer"):
+    with pytest.raises(ValueError, match=r"bad\.csv: line 2: the row column must hold integer"):
         count_rows(TripletFile(path))
     path.write_text("0,1\n")
     with pytest.raises(ValueError, match="at least three columns"):

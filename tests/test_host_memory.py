@@ -48,29 +48,43 @@ def test_linux_probes_are_exact():
     assert _device.available_host_bytes() > 0
 
 
+def test_resident_and_available_memory_are_psutil_figures():
+    import psutil
+
+    rss = psutil.Process().memory_info().rss // 1024
+    assert _device.host_rss_kib() == pytest.approx(rss, rel=0.05)
+    total = psutil.virtual_memory().total
+    assert 0 < _device.available_host_bytes() <= total
+
+
 def test_without_proc_the_probes_fall_back(no_proc):
     assert _device.reset_host_peak() is False
-    assert _device.host_rss_kib() is None
     fallback = _device.max_rss_kib()
     if fallback is not None:  # POSIX: ru_maxrss
         assert _device.host_peak_kib(True) == pytest.approx(fallback, rel=0.1)
-    available = _device.available_host_bytes()  # sysconf where it exists
-    assert available is None or available > 0
+        assert _device.host_peak_kib(False) == pytest.approx(fallback, rel=0.1)
 
 
-def test_without_proc_resource_or_sysconf_everything_is_none(no_proc, no_resource, monkeypatch):
-    monkeypatch.delattr(os, "sysconf", raising=False)
+def test_without_resource_the_peak_is_psutils_windows_figure(no_proc, no_resource, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(_device, "_memory_info", lambda: SimpleNamespace(rss=1, peak_wset=2**30))
+    assert _device.max_rss_kib() == 2**20
+    assert _device.host_peak_kib(True) == 2**20
+
+
+def test_unreadable_figures_are_none(no_proc, no_resource, monkeypatch):
+    import psutil
+
+    def denied(*args, **kwargs):
+        raise psutil.AccessDenied()
+
+    monkeypatch.setattr(psutil, "Process", denied)
+    monkeypatch.setattr(psutil, "virtual_memory", denied)
+    assert _device.host_rss_kib() is None
     assert _device.max_rss_kib() is None
     assert _device.host_peak_kib(False) is None
     assert _device.host_peak_kib(True) is None
-    assert _device.available_host_bytes() is None
-
-
-def test_sysconf_without_the_names_gives_none(no_proc, monkeypatch):
-    def sysconf(name):
-        raise ValueError(f"unrecognized configuration name {name!r}")
-
-    monkeypatch.setattr(os, "sysconf", sysconf)
     assert _device.available_host_bytes() is None
 
 

@@ -62,7 +62,7 @@ def test_transform_keeps_observed_entries_bit_for_bit(small, dtype):
     i, j = small.train.rows[0], small.train.cols[0]
     X[i, j] = np.float32(1) / 3  # an observed value float arithmetic would not reproduce
     est = CompressedDeepMatrixCompletion(rank=2, random_state=0, init_scale=0.1, tol=1e-4)
-    out = est.fit(X).transform(X)
+    out = est.fit_transform(X)
     observed = ~np.isnan(X)
     assert out.dtype == dtype
     assert np.array_equal(out[observed], X[observed])

@@ -42,8 +42,51 @@ def test_plot_history_draws_the_eval_error_of_a_fitted_estimator(fitted):
     np.testing.assert_array_equal(line.get_xdata(), fitted.history_["iteration"])
     np.testing.assert_array_equal(line.get_ydata(), fitted.history_["eval_error"])
     assert ax.get_yscale() == "log"
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("iteration", "eval_error")
+    assert ax.get_xlabel() == "iteration"
+    assert ax.get_ylabel() == "relative recovery error on eval_set"
+    assert ax.get_title() == "CompressedDeepMatrixCompletion: relative recovery error on eval_set"
     assert ax.get_legend() is None
+
+
+def test_plot_history_marks_the_events_where_they_happened():
+    history = pd.DataFrame(
+        {
+            "iteration": [0, 25, 50, 75, 100],
+            "seconds": [0.0, 0.1, 0.2, 0.3, 0.4],
+            "residual": [1.0, 1e-2, 1e-4, 1e-6, 1e-8],
+            "lr": [0.5] * 5,
+            "event": [
+                "",
+                "pruned to rank 3",
+                "",
+                "re-seeded 2 direction(s) (its top)",
+                "converged",
+            ],
+        }
+    )
+    ax = plot_history(history, x="seconds", ax=Figure().subplots())
+    (marks,) = ax.collections
+    xs = [segment[0, 0] for segment in marks.get_segments()]
+    assert xs == [0.1, 0.3, 0.4]  # on the x axis asked for, at the rows with an event
+    assert [t.get_text() for t in ax.texts] == [
+        "pruned to rank 3",
+        "re-seeded 2 direction(s)",
+        "converged",
+    ]
+    assert [t.get_position()[0] for t in ax.texts] == xs
+    assert ax.get_xlabel() == "seconds since fit (evaluation excluded)"
+    assert ax.get_title().startswith("relative training residual")  # a bare history
+    assert len(ax.lines) == 1 and ax.get_yscale() == "log"
+    quiet = plot_history(history, y="lr", events=False, title="η", ax=Figure().subplots())
+    assert not quiet.collections and not quiet.texts
+    assert quiet.get_yscale() == "linear" and quiet.get_title() == "η"  # lr: not an error
+
+
+def test_plot_history_keeps_a_title_already_set(fitted):
+    ax = Figure().subplots()
+    ax.set_title("mine")
+    plot_history(fitted, ax=ax)
+    assert ax.get_title() == "mine"
 
 
 def test_plot_history_defaults_to_the_residual_without_an_eval_set(small):
@@ -77,9 +120,13 @@ def test_plot_history_errors(fitted):
 
 def test_missing_matplotlib_says_how_to_install_it(fitted, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install 'deepmc\[plot\]'"):
+    with pytest.raises(
+        ImportError, match=r'pip install "matplotlib>=3.6", the \[plot\] extra of deepmc'
+    ):
         plot_history(fitted)
-    with pytest.raises(ImportError, match=r"pip install 'deepmc\[plot\]'"):
+    with pytest.raises(
+        ImportError, match=r'pip install "matplotlib>=3.6", the \[plot\] extra of deepmc'
+    ):
         SingularValuesDisplay(iterations=[1], singular_values=[[1.0]]).plot()
 
 
@@ -134,13 +181,13 @@ def test_plots_without_axes_use_a_new_pyplot_figure():
         plt.close("all")
 
 
+@pytest.mark.slow  # a subprocess that imports torch, then draws
 def test_deepmc_imports_matplotlib_only_to_draw_and_never_pyplot(tmp_path):
     # one subprocess (importing torch is the slow part): importing deepmc, deepmc.compare
-    # and deepmc.plotting imports no matplotlib (nor the POSIX-only ``resource``, absent on
-    # Windows); compare's files are drawn without pyplot and without switching the backend.
+    # and deepmc.plotting imports no matplotlib; compare's files are drawn without pyplot
+    # and without switching the backend. (Platforms without ``resource``: test_host_memory.)
     code = (
         "import sys\n"
-        "sys.modules['resource'] = None\n"
         "import deepmc, deepmc.compare, deepmc.plotting, deepmc.__main__\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
         "import matplotlib\n"

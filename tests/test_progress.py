@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deepmc import CompressedDeepMatrixCompletion
-from deepmc import _solver as solver
+from deepmc import _progress as progress
 from deepmc.datasets import make_problem
 
 pytestmark = [
@@ -59,7 +59,7 @@ def test_verbose_bar_ends_where_the_fit_stops_with_its_figures(problem, monkeypa
 def test_silent_without_a_terminal(problem, monkeypatch):
     err = io.StringIO()  # a log file or CI: not a terminal
     monkeypatch.setattr(sys, "stderr", err)
-    monkeypatch.setattr(solver, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
     _fit(problem)
     assert err.getvalue() == ""
 
@@ -67,7 +67,7 @@ def test_silent_without_a_terminal(problem, monkeypatch):
 def test_short_fit_at_a_terminal_stays_silent(problem, monkeypatch):
     err = _Terminal()
     monkeypatch.setattr(sys, "stderr", err)
-    assert solver.PROGRESS_DELAY >= 1.0
+    assert progress.PROGRESS_DELAY >= 1.0
     _fit(problem)  # well under the delay
     assert err.getvalue() == ""
 
@@ -75,18 +75,18 @@ def test_short_fit_at_a_terminal_stays_silent(problem, monkeypatch):
 def test_long_fit_at_a_terminal_shows_the_bar_by_itself(problem, monkeypatch):
     err = _Terminal()
     monkeypatch.setattr(sys, "stderr", err)
-    monkeypatch.setattr(solver, "PROGRESS_DELAY", 0.0)  # every fit counts as long
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)  # every fit counts as long
     est = _fit(problem)
     assert f"{est.n_iter_}/{est.n_iter_}" in err.getvalue().split("\r")[-1]
 
 
 def test_bar_goes_back_with_a_backed_off_step(monkeypatch):
     # a back-off returns to the last checked iteration: the bar follows it back
-    bar = solver.progress_bar(1, "X", 0, 100, 1e-6)
+    bar = progress.progress_bar(1, "X", 0, 100, 1e-6)
     row = {"loss": 1.0, "change": np.inf}
-    solver._show_progress(bar, 50, row)
-    solver._show_progress(bar, 25, row)
+    progress.show_progress(bar, 50, row)
+    progress.show_progress(bar, 25, row)
     assert bar.n == 25
-    solver._finish_progress(bar, 40, "X", "converged")
+    progress.finish_progress(bar, 40, "X", "converged")
     assert (bar.n, bar.total) == (40, 40)
     bar.close()

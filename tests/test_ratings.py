@@ -354,3 +354,19 @@ def test_grid_search_over_ratings_completion(ratings):
     assert np.all(grid.cv_results_["mean_test_score"] < 0)  # negative RMSE
     assert grid.best_estimator_.rank == grid.best_params_["rank"]
     assert grid.score(ratings) == pytest.approx(grid.best_estimator_.score(ratings))
+
+
+def test_ids_of_another_kind_than_the_fitted_ones_are_refused(ratings, fitted):
+    # fitted on string user ids and integer item ids: nothing of the other kind is known
+    with pytest.raises(ValueError, match=r"user ids are numbers .* fitted on string ids"):
+        fitted.predict([0, 1], ratings["item"].iloc[:2])
+    with pytest.raises(ValueError, match=r"item ids are strings .* fitted on number ids"):
+        fitted.predict(ratings["user"].iloc[:2], ["1000", "1007"])
+    # unknown ids of the right kind still fall back to the biases and the mean
+    assert np.isfinite(fitted.predict(["nobody"], [999_999])).all()
+
+
+def test_complex_ratings_are_refused(ratings):
+    table = ratings.assign(rating=ratings["rating"] + 0.5j)
+    with pytest.raises(ValueError, match="complex values are not supported"):
+        RatingsCompletion(**FAST).fit(table)

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning, NotFittedError
 
 import deepmc._base as base
 import deepmc._data as data_module
@@ -166,7 +166,6 @@ def test_mask_with_sparse_or_triplets_is_a_type_error(data, no_work):
 @pytest.mark.parametrize(
     "make, params, match",
     [
-        (_compressed, {"rank": 8}, r"rank: .*2\*rank = 16.*min\(m, n\) = 15.*rank <= 7"),
         (_compressed, {"rank": 0}, r"'rank' parameter .*range \[1, inf\)\. Got 0 "),
         (_compressed, {"rank": -2}, r"'rank' parameter .*range \[1, inf\)\. Got -2 "),
         (_compressed, {"depth": 1}, r"'depth' parameter .*range \[2, inf\)\. Got 1 "),
@@ -193,6 +192,20 @@ def test_bad_parameter_is_refused_before_any_work(make, params, match, data, no_
     assert est.get_params()[next(iter(params))] == next(iter(params.values()))
     with pytest.raises(ValueError, match=match):
         est.fit(data["X"])
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1], ids=["exact", "noisy"])
+def test_a_rank_too_large_for_the_matrix_is_clipped_with_a_warning(noise, data):
+    rng = np.random.default_rng(1)
+    X = data["X"] + noise * rng.standard_normal(data["X"].shape)  # NaNs stay NaN
+    match = r"rank=8: .*2\*rank = 16 exceeds min\(m, n\) = 15 .*fitting rank 7"
+    with pytest.warns(DataDimensionalityWarning, match=match):
+        est = _quiet_fit(_compressed(rank=8, max_iter=20), X)
+    assert est.rank == 8 and est.rank_ == 7  # the parameter is left as given
+    assert est.U_.shape == (M, 14) and est.V_.shape == (N, 14)
+    assert np.isfinite(est.predict(X)).all()
+    fits = _quiet_fit(_compressed(rank=7, max_iter=20), X)
+    np.testing.assert_allclose(est.predict(X), fits.predict(X))  # the same fit as rank=7
 
 
 @pytest.mark.parametrize("shape", [(1, 12), (9, 1)])
@@ -241,8 +254,10 @@ def test_predict_and_transform_check_their_input(make, data):
     )
     with pytest.raises(ValueError, match=r"X has 14 features, but \w+ is expecting 15"):
         est.transform(data["X"][:, :-1])
-    with pytest.raises(ValueError, match=r"fitted on a matrix of shape \(20, 15\).*\(19, 15\)"):
-        est.transform(data["X"][:-1])
+    frame = pd.DataFrame(data["X"], columns=[f"c{j}" for j in range(N)])
+    named = _quiet_fit(make(max_iter=10), frame)
+    with pytest.raises(ValueError, match=r"Feature names unseen at fit time:\n- other"):
+        named.transform(frame.rename(columns={"c0": "other"}))
 
 
 def test_full_width_too_large_is_refused_before_allocating(data, monkeypatch):
@@ -310,6 +325,10 @@ def test_caller_inputs_are_never_modified(make, data):
 
 
 # ------------------------------------------------------------ rows/cols with no observations
+def _fitted_completion(est) -> np.ndarray:
+    """The fitted network's ``X̂``, entry by entry."""
+    rows, cols = np.indices(est.shape_).reshape(2, -1)
+    return est.predict_entries(rows, cols).reshape(est.shape_)
 
 
 @pytest.mark.parametrize("make", ESTIMATORS)
@@ -318,12 +337,14 @@ def test_rows_and_columns_without_observations_are_allowed(make, data):
     X[3, :] = np.nan
     X[:, 5] = np.nan
     est = _quiet_fit(make(), X)
-    completed = est.transform(X)
+    completed = _fitted_completion(est)
     assert np.isfinite(completed).all()
     rms = np.sqrt(np.nanmean(X**2))
     # the network has no information there: what it gives stays small (order ε)
     assert np.sqrt(np.mean(completed[3] ** 2)) < 0.2 * rms
     assert np.sqrt(np.mean(completed[:, 5] ** 2)) < 0.2 * rms
+    # transform folds the empty row in: it gets the column means the fit implies
+    np.testing.assert_allclose(est.transform(X)[3], completed.mean(axis=0), atol=1e-8 * rms)
 
 
 def test_spectral_init_predicts_exact_zeros_without_observations(data):
@@ -331,7 +352,7 @@ def test_spectral_init_predicts_exact_zeros_without_observations(data):
     X[3, :] = np.nan
     X[:, 5] = np.nan
     est = _quiet_fit(_compressed(init="spectral"), X)
-    completed = est.transform(X)
+    completed = _fitted_completion(est)
     rms = np.sqrt(np.nanmean(X**2))
     # zero up to the rounding of the truncated SVD
     assert np.abs(completed[3]).max() < 1e-12 * rms
@@ -522,3 +543,33 @@ def test_second_ctrl_c_aborts(data, monkeypatch):
         est.fit(data["X"])
     assert signal.getsignal(signal.SIGINT) is handler
     assert not hasattr(est, "n_iter_")
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+@pytest.mark.parametrize(
+    "factor, match",
+    [
+        (1e153, r"largest observed magnitude is .*e\+153.*Rescale the values first"),
+        (1e-200, r"largest observed magnitude is .*e-200.*Rescale the values first"),
+        (0.0, r"every observed entry is 0"),
+    ],
+    ids=["huge", "tiny", "zeros"],
+)
+def test_values_floating_point_cannot_fit_are_refused_before_any_work(
+    make, factor, match, data, no_work
+):
+    with pytest.raises(ValueError, match=match):
+        make().fit(data["X"] * factor)
+
+
+@pytest.mark.parametrize("factor", [1e100, 1e-100])
+def test_large_and_small_values_within_range_are_fitted_to_scale(factor, data):
+    ref = _quiet_fit(_compressed(), data["X"])
+    est = _quiet_fit(_compressed(), data["X"] * factor)
+    rows, cols = np.indices(data["X"].shape)
+    np.testing.assert_allclose(
+        est.predict_entries(rows.ravel(), cols.ravel()) / factor,
+        ref.predict_entries(rows.ravel(), cols.ravel()),
+        rtol=1e-6,
+        atol=1e-8,
+    )

@@ -71,6 +71,7 @@ def _run(lr: float, *, w0: float = 0.0, network: Quadratic | None = None, **kw):
     kw.setdefault("max_iter", 1000)
     kw.setdefault("tol", 1e-9)
     kw.setdefault("check_every", 5)
+    kw.setdefault("stop_rule", StopRule(kw["tol"], kw.pop("n_iter_no_change", 10)))
     return gradient_descent(network or Quadratic(), data, params, lr=lr, **kw)
 
 
@@ -203,7 +204,7 @@ def test_the_loop_runs_without_grad_mode_and_moves_leaves_that_require_grad():
     w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     result = gradient_descent(
         Quadratic(), data, {"w": [w]}, lr=0.5, max_iter=20, tol=0.0, check_every=5,
-        callbacks=[watch],
+        stop_rule=StopRule(0.0), callbacks=[watch],
     )  # fmt: skip
     assert modes and not any(modes)
     assert torch.is_grad_enabled()

@@ -18,7 +18,8 @@ From the shell::
 
     deepmc compare --problem A --device cpu --output-dir compare-output
     deepmc compare --problem 300x200,rank=4,fraction=0.25 --no-dlr
-    deepmc compare --problem ../shared/data/ml-100k/u.data --rank 10 --methods narrow,compressed
+    deepmc compare --problem ml-100k --download --rank 10 --methods narrow,compressed
+    deepmc compare --problem path/to/ratings.csv --methods compressed
 
 From Python:
 
@@ -28,15 +29,15 @@ From Python:
 """
 
 # ``x as x``: importable from here as before the split into modules, not in ``__all__``.
+from .._trace import end_to_end_singular_values
+from .._trace import singular_value_trace as singular_value_trace
 from ._cli import configure_parser
 from ._report import _summary as _summary
 from ._report import format_table as format_table
-from ._run import _Result as _Result
-from ._run import compare, end_to_end_singular_values
-from ._run import singular_value_trace as singular_value_trace
+from ._result import _Result as _Result
+from ._run import compare
 from ._tasks import METHODS, Task, load_task, parse_problem
 from ._tasks import THRESHOLDS as THRESHOLDS
-from ._tasks import make_estimator as make_estimator
 
 __all__ = [
     "METHODS",

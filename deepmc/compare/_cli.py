@@ -84,9 +84,13 @@ def _cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             seed=args.seed,
             test_fraction=args.test_fraction,
             cache_dir=args.cache_dir,
+            download=args.download,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         message = str(exc).removeprefix("problem: ")
+        # the loader's advice, in the command line's terms
+        message = message.replace("Pass download=True", "Pass --download")
+        message = message.replace("pass its path to load_movielens()", "pass its path as --problem")
         parser.error(f"argument --problem: {message}")
     table = compare(
         task,
@@ -103,7 +107,8 @@ def _cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print(format_table(table))
-    print(f"wrote {table.attrs['output_dir']}/ (summary.csv, history_*.csv, compare.png)")
+    written = ", ".join(["summary.csv", "history_*.csv", *table.attrs["figures"]])
+    print(f"wrote {table.attrs['output_dir']}/ ({written})")
     return 0
 
 
@@ -139,9 +144,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     add("--no-dlr", action="store_true", help="also run compressed with γ=0")
     add("--rank", type=positive_int, default=None, help="r̂ (default: true rank / 10)")
     add("--depth", type=depth_int, default=None)
-    add("--init-scale", type=positive_float, default=None, help="ε (default: problem's)")
-    add("--max-iter", type=positive_int, default=None, help="default 20000 (ratings: 2000)")
-    add("--tol", type=nonnegative_float, default=None, help="default 1e-9 (ratings: 1e-4)")
+    add("--init-scale", type=positive_float, default=None, help="ε (default: the estimators' auto)")
+    add("--max-iter", type=positive_int, default=None, help="default: estimators' (ratings: 2000)")
+    add("--tol", type=nonnegative_float, default=None, help="default: estimators' (ratings: 1e-4)")
     add("--check-every", type=positive_int, default=25)
     add("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:K")
     add("--seed", type=nonnegative_int, default=0)
@@ -153,6 +158,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     add("--test-fraction", type=open_fraction, default=0.2, help="ratings hold-out")
     add("--cache-dir", default=None, help="folder of MovieLens releases")
+    add(
+        "--download",
+        action="store_true",
+        help="fetch a MovieLens release (ml-100k) missing from the cache folder, sha256-checked",
+    )
     add("--verbose", type=nonnegative_int, default=1, help="progress bars (0 to hide)")
     parser.set_defaults(func=functools.partial(_cli, parser))
     return parser

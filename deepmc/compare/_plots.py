@@ -8,13 +8,10 @@ functions only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..plotting import SingularValuesDisplay, plot_history
+from ._result import _Result
 from ._tasks import METHODS, Task
-
-if TYPE_CHECKING:
-    from ._run import _Result
 
 __all__ = ["plot_histories", "plot_singular"]
 
@@ -31,7 +28,15 @@ def plot_histories(results: list[_Result], task: Task, path: Path) -> None:
         if res.estimator is None:
             continue
         for ax, x in zip(axes, ("iteration", "seconds")):
-            plot_history(res.estimator, x=x, y=task.metric, ax=ax, label=METHODS[res.method])
+            plot_history(
+                res.estimator,
+                x=x,
+                y=task.metric,
+                ax=ax,
+                label=METHODS[res.method],
+                events=False,
+                title="",
+            )
     for ax, xlabel in zip(axes, ("iterations", "seconds (fit, init included, eval excluded)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

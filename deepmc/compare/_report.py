@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ._result import _Result
 from ._tasks import Task
-
-if TYPE_CHECKING:
-    from ._run import _Result
 
 __all__ = ["format_table"]
 

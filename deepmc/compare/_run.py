@@ -5,84 +5,28 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
 
 from .._device import host_peak_kib, host_rss_kib, max_rss_kib, reset_host_peak
+from .._trace import end_to_end_singular_values, fit_quiet, singular_value_trace
 from ..datasets import make_problem
-from ._tasks import METHODS, THRESHOLDS, Task, load_task, make_estimator
+from ..plotting import PLOT_INSTALL
+from ._plots import plot_histories, plot_singular
+from ._report import _summary
+from ._result import _Result
+from ._tasks import METHODS, THRESHOLDS, Task, load_task, task_estimator
 
 __all__ = ["compare", "end_to_end_singular_values", "singular_value_trace"]
 
 
-def end_to_end_singular_values(estimator: Any, k: int) -> np.ndarray:
-    """The top ``k`` singular values of a fitted estimator's end-to-end matrix ``X̂``.
-
-    Computed from the factors without forming ``X̂``: for the compressed network from
-    ``U_``, the ``2r̂ × 2r̂`` cores and ``V_`` (QR of the factors, then an SVD of a
-    ``2r̂ × 2r̂`` matrix); for the full-width and narrow networks from ``W_L ⋯ W_2`` and
-    ``W_1``.
-
-    Parameters
-    ----------
-    estimator : fitted DeepMatrixCompletion or CompressedDeepMatrixCompletion
-    k : int
-
-    Returns
-    -------
-    ndarray of shape (min(k, available),)
-    """
-    if hasattr(estimator, "cores_"):
-        C = estimator.cores_[0]
-        for W in estimator.cores_[1:]:
-            C = W @ C
-        left, right = estimator.U_ @ C, estimator.V_
-    else:
-        weights = estimator.weights_
-        left = weights[-1]
-        for W in reversed(weights[1:-1]):
-            left = left @ W
-        right = weights[0].T
-    _, rl = np.linalg.qr(left)
-    _, rr = np.linalg.qr(right)
-    s = np.linalg.svd(rl @ rr.T, compute_uv=False)
-    return estimator.scale_ * s[:k]
-
-
-@dataclass
-class _Result:
-    method: str
-    status: str
-    estimator: Any = None
-    seconds: float = math.nan
-    host_mib: float = math.nan
-    cuda_mib: float = math.nan
-    notes: list[str] = field(default_factory=list)
-    singular: pd.DataFrame | None = None
-
-
 def _fit_quiet(est: Any, task: Task, notes: list[str]) -> None:
     """Fit to ``task`` (with its evaluation set), ConvergenceWarnings becoming notes."""
-    _fit_quiet_on(est, task.train, {"eval_set": task.eval_set}, notes)
-
-
-def _fit_quiet_on(est: Any, X: Any, fit_params: dict[str, Any], notes: list[str]) -> None:
-    """Fit, turning ConvergenceWarnings into notes and letting other warnings through."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        est.fit(X, **fit_params)
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            notes.append("max_iter reached")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    fit_quiet(est, task.train, {"eval_set": task.eval_set}, notes)
 
 
 def _uses_cuda(device: Any) -> bool:
@@ -111,7 +55,7 @@ def _run(method: str, task: Task, params: dict[str, Any], log: Callable[[str], A
     """Fit one method, timing it and measuring its peak host (and CUDA) memory."""
     import torch
 
-    est = make_estimator(method, task, **params)
+    est = task_estimator(method, task, **params)
     result = _Result(method, "ok", est)
     cuda = _uses_cuda(params.get("device", "cpu"))
     if cuda:
@@ -147,73 +91,15 @@ def _warm_up(methods: list[str], task: Task, params: dict[str, Any]) -> None:
     tiny = make_problem(shape=(12, 10), rank=1, fraction=0.5, random_state=0)
     tiny_task = replace(task, train=tiny.train, eval_set=tiny.eval_set(), rank=1)
     for method in methods:
-        est = make_estimator(method, tiny_task, **{**params, "max_iter": 3, "verbose": 0})
+        est = task_estimator(method, tiny_task, **{**params, "max_iter": 3, "verbose": 0})
         _fit_quiet(est, tiny_task, [])
-
-
-def singular_value_trace(
-    estimator: Any,
-    X: Any,
-    *,
-    n_iter: int,
-    k: int,
-    n_points: int = 30,
-    **fit_params: Any,
-) -> pd.DataFrame:
-    """Top-``k`` singular values of the end-to-end matrix over training.
-
-    A clone of ``estimator`` is refitted from its initialisation in ``n_points``
-    warm-started chunks of ``ceil(n_iter / n_points)`` steps; after each chunk
-    :func:`end_to_end_singular_values` reads the spectrum off the factors. Gradient
-    descent is deterministic for a fixed ``random_state``, so the chunks retrace the
-    trajectory of one fit of ``n_iter`` steps.
-
-    Parameters
-    ----------
-    estimator : DeepMatrixCompletion or CompressedDeepMatrixCompletion
-        Its parameters are used; it is not modified.
-    X : array-like, sparse matrix, DataFrame or Observations
-        The training data, as for ``fit``.
-    n_iter : int
-        Steps to trace.
-    k : int
-        Singular values kept at each point.
-    n_points : int, default=30
-        Chunks (points of the trace); fewer if the fit converges early.
-    **fit_params
-        Passed to every ``fit`` call (``eval_set``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``iteration``, ``s1``, …, ``sk`` (largest first), one row per chunk.
-    """
-    from sklearn.base import clone
-
-    step = max(1, math.ceil(n_iter / n_points))
-    est = clone(estimator).set_params(warm_start=True, verbose=0)
-    records = []
-    done = 0
-    while done < n_iter:
-        chunk = min(step, n_iter - done)
-        est.set_params(max_iter=chunk)  # max_iter counts the steps of each call
-        _fit_quiet_on(est, X, fit_params, [])
-        if done and est.n_iter_ == done:  # an estimator whose max_iter is a total
-            est.set_params(max_iter=done + chunk)
-            _fit_quiet_on(est, X, fit_params, [])
-        s = end_to_end_singular_values(est, k)
-        records.append({"iteration": est.n_iter_, **{f"s{i + 1}": v for i, v in enumerate(s)}})
-        if est.n_iter_ < done + chunk:  # converged before the chunk ended
-            break
-        done = est.n_iter_
-    return pd.DataFrame.from_records(records)
 
 
 def _singular_trace(
     method: str, task: Task, params: dict[str, Any], n_iter: int, k: int, n_points: int
 ) -> pd.DataFrame:
     """:func:`singular_value_trace` of ``method`` on ``task``."""
-    est = make_estimator(method, task, **params)
+    est = task_estimator(method, task, **params)
     return singular_value_trace(
         est, task.train, n_iter=n_iter, k=k, n_points=n_points, eval_set=task.eval_set
     )
@@ -230,12 +116,12 @@ def _check_methods(methods: Any, no_dlr: bool) -> list[str]:
 
 
 def _fit_params(task: Task, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The estimator parameters shared by every method: defaults, the task's, then the user's.
+    """The estimator parameters shared by every method: the task's, then the user's.
 
-    Synthetic problems run to ``max_iter=20000`` with ``tol=1e-9``, so that fits go on to
-    the error floor; ratings use the settings of ``RatingsCompletion`` (``task.info``).
+    Synthetic problems use the estimators' defaults; ratings the settings of
+    ``RatingsCompletion`` (``task.info``).
     """
-    params = {"max_iter": 20_000, "tol": 1e-9, **task.info.get("params", {})}
+    params = dict(task.info.get("params", {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
     return params
 
@@ -293,6 +179,7 @@ def compare(
     thresholds: tuple[float, ...] = THRESHOLDS,
     test_fraction: float = 0.2,
     cache_dir: str | None = None,
+    download: bool = False,
     verbose: int = 0,
     log: Callable[[str], Any] = print,
 ) -> pd.DataFrame:
@@ -312,12 +199,13 @@ def compare(
     rank, depth : int, default=None
         r̂ and L; default the problem's (ratings: r̂ = 10).
     init_scale : float, default=None
-        ε; default the problem's reference value, else the estimators' ``"auto"``.
+        ε; default the estimators' ``"auto"`` (ratings: that of ``RatingsCompletion``).
+        The reference problems' ε of the papers is ``PROBLEMS[name]["init_scale"]`` in
+        :mod:`deepmc.datasets`.
     max_iter : int, default=None
-        20000 for synthetic problems; ratings: that of ``RatingsCompletion`` (2000).
+        The estimators' default (ratings: that of ``RatingsCompletion``).
     tol : float, default=None
-        The estimators' stopping tolerance: 1e-9 for synthetic problems, so that runs
-        go on to the error floor; ratings: that of ``RatingsCompletion``.
+        The estimators' stopping tolerance (ratings: that of ``RatingsCompletion``).
     check_every : int, default=25
         Steps between history rows.
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -334,6 +222,8 @@ def compare(
         Held-out fraction for ratings.
     cache_dir : str, default=None
         Folder of MovieLens releases.
+    download : bool, default=False
+        Fetch a MovieLens release missing from ``cache_dir`` (GroupLens, sha256-checked).
     verbose : int, default=0
         Progress bars of the estimators.
     log : callable, default=print
@@ -362,12 +252,15 @@ def compare(
             seed=seed,
             test_fraction=test_fraction,
             cache_dir=cache_dir,
+            download=download,
         )
     if init_scale is not None:
         task.init_scale = init_scale
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log(_describe(task, seed))
+    if not _have_matplotlib():
+        log(f"[compare] matplotlib is not installed: tables only, no figures ({PLOT_INSTALL})")
     params = _fit_params(task, {"max_iter": max_iter, "tol": tol})
     params.update(check_every=check_every, device=device, random_state=seed, verbose=verbose)
     _warm_up(methods, task, params)
@@ -381,9 +274,6 @@ def _write_summary(
     results: list[_Result], task: Task, thresholds: tuple[float, ...], out: Path, **attrs: Any
 ) -> pd.DataFrame:
     """The summary table (also ``summary.csv``) and the figures of a finished run."""
-    from ._plots import plot_histories, plot_singular
-    from ._report import _summary
-
     table, basis = _summary(results, task, thresholds)
     table.attrs.update(
         problem=task.name,
@@ -395,8 +285,22 @@ def _write_summary(
         output_dir=str(out),
     )
     table.to_csv(out / "summary.csv", index=False)
-    if any(r.estimator is not None for r in results):
-        plot_histories(results, task, out / "compare.png")
-    if any(r.singular is not None for r in results):
-        plot_singular(results, task, out / "singular_values.png")
+    figures = []
+    if _have_matplotlib():
+        if any(r.estimator is not None for r in results):
+            plot_histories(results, task, out / "compare.png")
+            figures.append("compare.png")
+        if any(r.singular is not None for r in results):
+            plot_singular(results, task, out / "singular_values.png")
+            figures.append("singular_values.png")
+    table.attrs["figures"] = figures
     return table
+
+
+def _have_matplotlib() -> bool:
+    """Whether matplotlib imports; without it the comparison writes tables only."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

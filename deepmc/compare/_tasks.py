@@ -6,19 +6,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import models
 from .._validation import Observations
 from ..datasets import PROBLEMS, load_movielens, make_problem
+from ..models import METHODS, make_estimator
 
 __all__ = ["METHODS", "RATINGS_RANK", "THRESHOLDS", "Task", "load_task", "parse_problem"]
 
-#: Method name → how it appears in tables and legends.
-METHODS: dict[str, str] = {
-    "full": "full width",
-    "narrow": "narrow (2r̂)",
-    "compressed": "compressed",
-    "compressed-no-dlr": "compressed, γ=0",
-}
 #: Default recovery-error thresholds of the table (the targets of the papers' figures).
 THRESHOLDS: tuple[float, ...] = (1e-3, 1e-6)
 #: Default r̂ for ratings, whose true rank is unknown.
@@ -103,7 +96,9 @@ class Task:
         r̂ used by the narrow (width 2r̂) and compressed networks.
     depth : int
     init_scale : float or None
-        ε (``None``: the estimators' ``"auto"``).
+        ε (``None``: the estimators' ``"auto"``). Synthetic problems leave it to the
+        estimators; the reference value of a problem (the papers' ε) is in
+        ``info["reference_init_scale"]``.
     offset : float
         The global mean removed from ratings (with the biases), 0 otherwise.
     info : dict
@@ -147,8 +142,7 @@ def _synthetic_task(problem: str, *, rank: int | None, depth: int | None, seed: 
         eval_set=p.eval_set(),
         rank=rank or p.rank,
         depth=depth or p.depth,
-        init_scale=p.init_scale,
-        info={"true_rank": p.rank},
+        info={"true_rank": p.rank, "reference_init_scale": p.init_scale},
     )
 
 
@@ -160,6 +154,7 @@ def _ratings_task(
     seed: int,
     test_fraction: float,
     cache_dir: str | None,
+    download: bool = False,
 ) -> Task:
     """Ratings: a seeded held-out split; the networks fit what the biases leave.
 
@@ -172,7 +167,7 @@ def _ratings_task(
     """
     from ..ratings import RatingsCompletion, fit_biases
 
-    ratings = load_movielens(source, cache_dir=cache_dir)
+    ratings = load_movielens(source, cache_dir=cache_dir, download=download)
     train, test = ratings.train_test_split(test_fraction, random_state=seed)
     tr, te = train.to_observations(), test.to_observations()
     defaults = RatingsCompletion().get_params()
@@ -202,6 +197,7 @@ def load_task(
     seed: int = 0,
     test_fraction: float = 0.2,
     cache_dir: str | None = None,
+    download: bool = False,
 ) -> Task:
     """Build the :class:`Task` for a problem name, synthetic spec or ratings source.
 
@@ -222,6 +218,9 @@ def load_task(
         Held-out fraction of the ratings.
     cache_dir : str, default=None
         Where MovieLens release names are looked for.
+    download : bool, default=False
+        Fetch a MovieLens release absent from the cache folder (see
+        :func:`deepmc.datasets.load_movielens`).
 
     Returns
     -------
@@ -236,15 +235,17 @@ def load_task(
         seed=seed,
         test_fraction=test_fraction,
         cache_dir=cache_dir,
+        download=download,
     )
 
 
-def make_estimator(method: str, task: Task, **params: Any) -> Any:
+def task_estimator(method: str, task: Task, **params: Any) -> Any:
     """The estimator of ``method`` for ``task``, with the common ``params``.
 
     Parameters
     ----------
     method : {"full", "narrow", "compressed", "compressed-no-dlr"}
+        A name of :data:`deepmc.models.METHODS`.
     task : Task
     **params
         Passed to every estimator (``max_iter``, ``tol``, ``device``, …).
@@ -256,4 +257,4 @@ def make_estimator(method: str, task: Task, **params: Any) -> Any:
     common = {"depth": task.depth, **params}
     if task.init_scale is not None:
         common.setdefault("init_scale", task.init_scale)
-    return models.make_estimator(method, rank=task.rank, **common)
+    return make_estimator(method, rank=task.rank, **common)

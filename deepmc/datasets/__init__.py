@@ -7,8 +7,8 @@ array.
 
 Real ratings come from the GroupLens MovieLens files, read from local disk
 (:func:`load_movielens`), or fetched once into the cache folder when asked with
-``download=True`` (checksum verified). The top-level ``datasets/`` folder of the
-repository lists their sources, checksums and licences.
+``download=True`` with pooch (checksum verified). The ``manifest.json`` shipped in this
+package lists their sources, checksums and licences.
 """
 
 from ._movielens import (  # noqa: F401
@@ -17,6 +17,7 @@ from ._movielens import (  # noqa: F401
     data_home,
     download_movielens,
     load_movielens,
+    movielens_registry,
 )
 from ._synthetic import (
     PROBLEMS,
@@ -37,5 +38,6 @@ __all__ = [
     "load_movielens",
     "low_rank_matrix",
     "make_problem",
+    "movielens_registry",
     "sample_entries",
 ]

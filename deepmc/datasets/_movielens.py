@@ -1,93 +1,72 @@
 """GroupLens MovieLens ratings: the release registry, local files, checksums, id remapping.
 
 Ratings are read from local disk (:func:`load_movielens`); with ``download=True`` a release
-absent from the cache folder is fetched from GroupLens once, its ratings file checked
-against the recorded sha256 and moved into place atomically. The top-level ``datasets/``
-folder of the repository lists their sources, checksums and licences.
+absent from the cache folder is fetched from GroupLens once with pooch, its ratings file
+checked against the recorded sha256 and moved into place atomically. The releases, their
+addresses and checksums live in one place, the ``manifest.json`` shipped in this package;
+:data:`MOVIELENS` and the download registry are generated from it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
-import shutil
 import tempfile
-import urllib.request
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import platformdirs
 from sklearn.utils import check_random_state
 
 from .._validation import Observations
 
-__all__ = ["MOVIELENS", "Ratings", "data_home", "download_movielens", "load_movielens"]
+__all__ = [
+    "MOVIELENS",
+    "Ratings",
+    "data_home",
+    "download_movielens",
+    "load_movielens",
+    "movielens_registry",
+]
 
-_GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 
-#: The GroupLens MovieLens releases: the folder their zip unpacks to, the ratings file in
-#: it, its format, the download address, the sha256 of the ratings file when known, and
-#: the published counts (``None`` where the release changes over time).
+def _format_of(path: Path) -> str:
+    if path.name == "u.data":
+        return "udata"
+    if path.suffix == ".dat":
+        return "dat"
+    if path.suffix == ".csv":
+        return "csv"
+    raise ValueError(
+        f"{path}: unknown ratings format; expected u.data (tab-separated), ratings.dat "
+        "('::'-separated) or ratings.csv (with a header)."
+    )
+
+
+def _read_manifest() -> dict[str, Any]:
+    """The dataset manifest shipped with the package (sources, checksums, licences)."""
+    return json.loads(files(__package__).joinpath("manifest.json").read_text("utf-8"))
+
+
+#: The GroupLens MovieLens releases, from the package's ``manifest.json``: the folder
+#: their zip unpacks to, the ratings file in it, its format, the download address, the
+#: sha256 of the ratings file when known, and the published counts (``None`` where the
+#: release changes over time).
 MOVIELENS: dict[str, dict[str, Any]] = {
-    "ml-100k": {
-        "folder": "ml-100k",
-        "file": "u.data",
-        "format": "udata",
-        "url": _GROUPLENS + "ml-100k.zip",
-        "sha256": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-        "counts": (943, 1682, 100_000),
-    },
-    "ml-1m": {
-        "folder": "ml-1m",
-        "file": "ratings.dat",
-        "format": "dat",
-        "url": _GROUPLENS + "ml-1m.zip",
-        "sha256": None,
-        "counts": (6040, 3706, 1_000_209),
-    },
-    "ml-10m": {
-        "folder": "ml-10M100K",
-        "file": "ratings.dat",
-        "format": "dat",
-        "url": _GROUPLENS + "ml-10m.zip",
-        "sha256": None,
-        "counts": (69_878, 10_677, 10_000_054),
-    },
-    "ml-20m": {
-        "folder": "ml-20m",
-        "file": "ratings.csv",
-        "format": "csv",
-        "url": _GROUPLENS + "ml-20m.zip",
-        "sha256": None,
-        "counts": (138_493, 26_744, 20_000_263),
-    },
-    "ml-25m": {
-        "folder": "ml-25m",
-        "file": "ratings.csv",
-        "format": "csv",
-        "url": _GROUPLENS + "ml-25m.zip",
-        "sha256": None,
-        "counts": (162_541, 59_047, 25_000_095),
-    },
-    "ml-latest-small": {
-        "folder": "ml-latest-small",
-        "file": "ratings.csv",
-        "format": "csv",
-        "url": _GROUPLENS + "ml-latest-small.zip",
-        "sha256": None,
-        "counts": None,
-    },
-    "ml-latest": {
-        "folder": "ml-latest",
-        "file": "ratings.csv",
-        "format": "csv",
-        "url": _GROUPLENS + "ml-latest.zip",
-        "sha256": None,
-        "counts": None,
-    },
+    entry["name"]: {
+        "folder": entry["folder"],
+        "file": entry["file"],
+        "format": _format_of(Path(entry["file"])),
+        "url": entry["url"],
+        "sha256": entry["sha256"],
+        "counts": tuple(entry["counts"]) if entry["counts"] else None,
+    }
+    for entry in _read_manifest()["datasets"]
 }
 
 _COLUMNS = ["user", "item", "rating", "timestamp"]
@@ -247,13 +226,14 @@ class Ratings:
 def data_home(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where named datasets are looked for.
 
-    ``cache_dir`` if given, else the ``DEEPMC_DATA`` environment variable, else
-    ``~/.cache/deepmc``.
+    ``cache_dir`` if given, else the ``DEEPMC_DATA`` environment variable, else the
+    user's cache folder for deepmc (:func:`platformdirs.user_cache_dir`: e.g.
+    ``~/.cache/deepmc`` on Linux, ``~/Library/Caches/deepmc`` on macOS).
     """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     env = os.environ.get("DEEPMC_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepmc"
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("deepmc"))
 
 
 def _release_key(name: str) -> str | None:
@@ -267,24 +247,9 @@ def _release_key(name: str) -> str | None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    import pooch
 
-
-def _format_of(path: Path) -> str:
-    if path.name == "u.data":
-        return "udata"
-    if path.suffix == ".dat":
-        return "dat"
-    if path.suffix == ".csv":
-        return "csv"
-    raise ValueError(
-        f"{path}: unknown ratings format; expected u.data (tab-separated), ratings.dat "
-        "('::'-separated) or ratings.csv (with a header)."
-    )
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def _read_ratings(path: Path, fmt: str) -> pd.DataFrame:
@@ -316,22 +281,54 @@ def _missing_message(path: Path, release: str | None) -> str:
         f"{info['url']} (GroupLens, research use only — see "
         f"https://grouplens.org/datasets/movielens/), or download and unzip it so that the "
         f"file lies at {path}, or pass its path to load_movielens(). The search folder is "
-        "cache_dir, else $DEEPMC_DATA, else ~/.cache/deepmc."
+        "cache_dir, else $DEEPMC_DATA, else the user cache folder (~/.cache/deepmc on Linux)."
     )
 
 
-#: Opens a URL for :func:`download_movielens` (a module attribute so tests can swap it).
-_urlopen = urllib.request.urlopen
+#: Fetches a URL into a file for :func:`download_movielens`, as a pooch downloader
+#: ``(url, output_file, pooch)``; ``None``: pooch's HTTP downloader with a progress bar.
+#: A module attribute so tests can serve a local archive.
+_downloader: Callable[..., Any] | None = None
+
+
+def _archive_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def movielens_registry(path: str | os.PathLike) -> Any:
+    """A :class:`pooch.Pooch` of the MovieLens archives, generated from the manifest.
+
+    The manifest records the sha256 of each release's *ratings file*, not of its zip, so
+    the registry leaves the archives' hashes open (``None``) and
+    :func:`download_movielens` checks the ratings file once it is unpacked.
+
+    Parameters
+    ----------
+    path : path-like
+        Where pooch stores the archives.
+
+    Returns
+    -------
+    pooch.Pooch
+        Archive names (``ml-100k.zip``, ...) with their GroupLens addresses.
+    """
+    import pooch
+
+    names = {_archive_name(info["url"]): info["url"] for info in MOVIELENS.values()}
+    return pooch.create(
+        path=path, base_url="", registry=dict.fromkeys(names), urls=names, retry_if_failed=2
+    )
 
 
 def download_movielens(release: str, path: Path) -> Path:
     """Fetch a GroupLens archive and put its verified ratings file at ``path``.
 
-    The zip is streamed to a temporary file next to ``path``, the ratings file
-    ``<folder>/<file>`` is extracted to another temporary file, its sha256 compared with
-    the recorded one, and only then moved to ``path`` with :func:`os.replace` (atomic on
-    one file system): an interrupted or corrupted download never leaves a file that
-    :func:`load_movielens` would read.
+    pooch downloads the zip into a temporary folder next to ``path`` and unpacks the
+    ratings file ``<folder>/<file>``; its sha256 is compared with the manifest's, and
+    only then is it moved to ``path`` with :func:`os.replace` (atomic on one file
+    system). The temporary folder, archive included, is removed either way: an
+    interrupted or corrupted download never leaves a file that :func:`load_movielens`
+    would read.
 
     Parameters
     ----------
@@ -351,6 +348,8 @@ def download_movielens(release: str, path: Path) -> Path:
         If no checksum is recorded for the release, the archive lacks the ratings file,
         or the checksum does not match (nothing is written then).
     """
+    import pooch
+
     info = MOVIELENS[release]
     if info["sha256"] is None:
         raise ValueError(
@@ -360,19 +359,16 @@ def download_movielens(release: str, path: Path) -> Path:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     member = f"{info['folder']}/{info['file']}"
-    archive = extracted = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".zip", delete=False) as fh:
-            archive = Path(fh.name)
-            with _urlopen(info["url"]) as response:
-                shutil.copyfileobj(response, fh)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as fh:
-            extracted = Path(fh.name)
-            with zipfile.ZipFile(archive) as zf:
-                if member not in zf.namelist():
-                    raise ValueError(f"{info['url']}: the archive has no {member}.")
-                with zf.open(member) as src:
-                    shutil.copyfileobj(src, fh)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
+        unpacked = Path(tmp) / "unpacked"
+        movielens_registry(tmp).fetch(
+            _archive_name(info["url"]),
+            processor=pooch.Unzip(members=[member], extract_dir=str(unpacked)),
+            downloader=_downloader or pooch.HTTPDownloader(progressbar=True),
+        )
+        extracted = unpacked / member
+        if not extracted.is_file():
+            raise ValueError(f"{info['url']}: the archive has no {member}.")
         actual = _sha256(extracted)
         if actual != info["sha256"]:
             raise ValueError(
@@ -380,11 +376,6 @@ def download_movielens(release: str, path: Path) -> Path:
                 f"{info['sha256']}; nothing was written to {path}."
             )
         os.replace(extracted, path)
-        extracted = None
-    finally:
-        for leftover in (archive, extracted):
-            if leftover is not None:
-                leftover.unlink(missing_ok=True)
     return path
 
 

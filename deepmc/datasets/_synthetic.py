@@ -241,7 +241,7 @@ class CompletionProblem:
         )
 
 
-#: The reference problems (README, "Benchmarks and comparison"): shape, rank, observed
+#: The reference problems (the user guide, "Comparing networks"): shape, rank, observed
 #: (fraction or count), depth, ε.
 PROBLEMS: dict[str, dict[str, Any]] = {
     "A": {"shape": (100, 100), "rank": 5, "fraction": 0.3, "depth": 3, "init_scale": 1e-2},

@@ -44,33 +44,54 @@ plateau-aware stop rule (a saddle between two learned directions is not converge
 and, with ``solver="auto"``, prune and polish, with the same decisions on every rank
 and at the same iterations as in one process.
 
-Ctrl-C under ``torchrun`` ends the job (torchrun stops the workers); restart it to
-resume from the last checkpoint. Checkpoints hold the parameters, the monitor's
-decisions and the optimizer's state (the polish's heavy-ball velocity, the moments of
+SIGINT or SIGTERM (Ctrl-C, ``torchrun`` stopping its workers, a scheduler) makes every
+rank stop at the same check: the ranks agree through the check's all-reduce, write a
+last checkpoint and raise :class:`FitInterrupted`; no model is written. Run the same
+command again to resume. Checkpoints hold the parameters, the monitor's decisions and
+the optimizer's state (the polish's heavy-ball velocity, the moments of
 ``optimizer="momentum"`` and ``"adam"``), so a resumed run takes the uninterrupted run's
-steps.
+steps. They are read back as data only (checksums, then ``torch.load`` with
+``weights_only=True``), and only by a run of the same data and hyper-parameters.
 """
 
-from ._cli import configure_parser, run_fit
-from ._comm import Comm, RankFailure, init_from_env
-from ._fit import ShardedModel, fit
-from ._model_io import load_model, save_model
-from ._partition import RowPartition, balanced_row_ranges
-from ._shard import Shard, read_shard, shard_observations
+import importlib
+from typing import Any
 
-__all__ = [
-    "Comm",
-    "RankFailure",
-    "RowPartition",
-    "Shard",
-    "ShardedModel",
-    "balanced_row_ranges",
-    "configure_parser",
-    "fit",
-    "init_from_env",
-    "load_model",
-    "read_shard",
-    "run_fit",
-    "save_model",
-    "shard_observations",
-]
+#: Public name → the module defining it, imported on first use (``deepmc fit --help``
+#: needs only the command line's module, not PyTorch).
+_EXPORTS = {
+    "CheckpointError": "._checkpoint",
+    "Comm": "._comm",
+    "FitInterrupted": "._signals",
+    "RankFailure": "._comm",
+    "RatingsModel": "._ratings",
+    "RatingsTerms": "._ratings",
+    "RowPartition": "._partition",
+    "Shard": "._shard",
+    "ShardedModel": "._fit",
+    "balanced_row_ranges": "._partition",
+    "configure_parser": "._cli",
+    "fit": "._fit",
+    "init_from_env": "._comm",
+    "load_ids": "._model_io",
+    "load_model": "._model_io",
+    "ratings_shard": "._ratings",
+    "read_shard": "._shard",
+    "run_fit": "._cli",
+    "save_model": "._model_io",
+    "shard_observations": "._shard",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
+import numbers
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,22 +24,23 @@ from .._data import TrainingData
 from .._device import make_generator, resolve_device, resolve_dtype
 from .._kernels import ObservedPattern
 from .._prune import SpectralMonitor
-from .._solver import Check, gradient_descent
+from .._solver import Params, gradient_descent
+from .._validation import check_params
 from ..init import _seed
 from ..models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from ._checkpoint import CheckpointStore
 from ._comm import Comm
+from ._fingerprint import data_fingerprint, run_fingerprint
 from ._linalg import ShardedRows, sharded_top_singular
+from ._model_io import fitted_estimator, save_model
 from ._network import NarrowShardedNetwork, ShardedNetwork
 from ._partition import RowPartition
+from ._ratings import ShardedHeldOut
+from ._resume import Checkpointer, resume
 from ._shard import Shard
+from ._signals import FitInterrupted, StopRequest
 
 __all__ = ["ShardedModel", "fit"]
-
-Params = dict[str, list[torch.Tensor]]
-
-#: Version of what a checkpoint holds; checkpoints of another version are not resumed.
-CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -61,6 +64,15 @@ class ShardedModel:
     stop : str
     history : pandas.DataFrame
         The same on every rank, except the ``seconds`` column.
+    data_fingerprint : str
+        A hash of the triplets fitted (see :func:`deepmc.distributed.read_shard`),
+        saved with the model.
+    ids : tuple of (ndarray, ndarray) or None
+        The row and column ids of indices 0, 1, … when the shard was read with
+        ``remap=True``; saved with the model.
+    ratings : RatingsTerms or None
+        The mean, this rank's user biases, the item biases and the rating range of a
+        ratings fit (``deepmc fit --ratings``); saved with the model.
     """
 
     estimator: Any
@@ -72,6 +84,9 @@ class ShardedModel:
     n_iter: int
     stop: str
     history: pd.DataFrame
+    data_fingerprint: str = ""
+    ids: tuple[np.ndarray, np.ndarray] | None = None
+    ratings: Any = None
 
     @property
     def local_key(self) -> tuple[str, int]:
@@ -110,29 +125,7 @@ class ShardedModel:
 
         See :func:`deepmc.distributed.save_model`.
         """
-        from ._model_io import save_model
-
         save_model(self, directory, comm or Comm.current())
-
-
-def fitted_estimator(estimator: Any, params: dict[str, list[np.ndarray]], info: dict) -> Any:
-    """A clone of ``estimator`` with the fitted attributes of a whole-matrix fit."""
-    est = clone(estimator)
-    network = est._build_network(info["init_scale"])
-    est._network = network
-    est.scale_ = float(info["scale"])
-    est.shape_ = tuple(int(d) for d in info["shape"])
-    est.device_ = "cpu"
-    est.init_scale_ = float(info["init_scale"])
-    est.sampling_scale_ = float(info["sampling_scale"])
-    est.lr_ = float(info["lr"])
-    est.n_iter_ = int(info["n_iter"])
-    est.best_iteration_ = int(info["n_iter"])
-    est.history_ = info["history"]
-    est.n_features_in_ = est.shape_[1]
-    for name, value in network.fitted_attributes(params, est.lr_).items():
-        setattr(est, name, value)
-    return est
 
 
 def _sharded_network(
@@ -179,6 +172,43 @@ def _check_supported(estimator: Any) -> None:
             "operations); set them to False (decay_weighting to 0, bias_reg to None), or "
             "resume from a checkpoint instead of warm_start."
         )
+
+
+def _check_magnitude(shard: Shard, comm: Comm) -> None:
+    """Refuse values whose squares leave float64 (the loss and σ₁ are sums of squares).
+
+    The sums are taken in logarithms (the largest magnitude times the norm of the
+    values divided by it), so the check itself neither overflows nor underflows.
+    """
+    v = shard.observations.values
+    peak = float(np.max(np.abs(v))) if v.size else 0.0
+    peak = comm.max_(torch.tensor([peak], dtype=torch.float64))[0].item()
+    if peak == 0.0:
+        raise ValueError(
+            "every observed value is 0: the completion is the zero matrix, there is nothing to fit."
+        )
+    sq = comm.sum_(torch.tensor([float(np.sum((v / peak) ** 2))], dtype=torch.float64))
+    m, n = shard.partition.shape
+    s = m * n / shard.partition.n_observed  # the loss scale multiplies the values
+    log_norm = math.log10(peak) + 0.5 * math.log10(float(sq[0])) + math.log10(s)
+    if log_norm > _LOG_NORM_MAX:
+        raise ValueError(
+            f"values up to {peak:.3g} are too large: the fit squares them and sums the "
+            "squares, which leaves float64 (largest 1.8e308). Divide the values by a "
+            f"constant (e.g. {10 ** math.floor(math.log10(peak)):.0e}) and multiply the "
+            "predictions by it."
+        )
+    if log_norm < -_LOG_NORM_MAX:
+        raise ValueError(
+            f"the values are at most {peak:.3g}: the fit squares them and sums the squares, "
+            "which underflow float64 (smallest 2.2e-308). Multiply the values by a constant "
+            f"(e.g. {10 ** -math.floor(math.log10(peak)):.0e}) and divide the predictions by it."
+        )
+
+
+#: ``log10`` of the largest (and of the inverse of the smallest) norm ``s‖P_Ω(Y)‖``
+#: whose square float64 holds with room for the loss and its scale.
+_LOG_NORM_MAX = 150.0
 
 
 def _local_data(
@@ -233,81 +263,6 @@ def _initial_params(
     return params
 
 
-def _fingerprint(estimator: Any, part: RowPartition) -> str:
-    """What a checkpoint must match to be resumed from: the run, not its length."""
-    return json.dumps(
-        {
-            # what a checkpoint holds (2: with the monitor's and the optimizer's state)
-            "format": CHECKPOINT_FORMAT,
-            "estimator": type(estimator).__name__,
-            "params": {
-                k: str(v)
-                for k, v in estimator.get_params().items()
-                if k not in ("verbose", "max_iter")  # neither changes the trajectory
-            },
-            "shape": list(part.shape),
-            "n_observed": part.n_observed,
-            "bounds": [int(b) for b in part.bounds],
-        },
-        sort_keys=True,
-    )
-
-
-def _checkpointer(
-    store: CheckpointStore,
-    history: list[dict],
-    monitor: SpectralMonitor,
-    start_iter: int,
-    check_every: int,
-    every: int,
-):
-    """A solver callback writing a checkpoint every ``every`` checks after ``start_iter``.
-
-    It runs after the monitor's callback: the checkpoint holds the parameters, the
-    monitor's state and the optimizer's (heavy-ball velocity, Adam's moments) as they
-    enter the next step, so a resumed run takes the same steps.
-    """
-
-    def checkpoint(check: Check) -> bool:
-        n_checks = (check.iteration - start_iter) // check_every
-        if check.iteration != start_iter and n_checks % every == 0:
-            params = {k: [p.detach().cpu().clone() for p in v] for k, v in check.params.items()}
-            state = {
-                "iteration": check.iteration,
-                "lr": check.row["lr"],
-                "history": list(history),  # the solver's rows, this check's included
-                "params": params,
-                "monitor": monitor.state_dict(),
-                "optimizer": _to_cpu(check.optimizer.state_dict()),
-            }
-            store.save(check.iteration, state)
-        return False  # the parameters are not edited
-
-    return checkpoint
-
-
-def _to_cpu(obj: Any) -> Any:
-    """``obj`` with every tensor in it copied to the CPU (dicts, lists and tuples walked)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def _optimizer_restorer(iteration: int, state: dict):
-    """Solver callback: load the checkpoint's optimizer state when ``iteration`` is re-checked."""
-
-    def restore(check: Check) -> bool:
-        if check.iteration == iteration:
-            check.optimizer.load_state_dict(state)
-        return False  # the parameters are not edited
-
-    return restore
-
-
 def _initial_state(
     estimator: Any, shard: Shard, network: ShardedNetwork, comm: Comm
 ) -> tuple[float, TrainingData, Params]:
@@ -338,27 +293,6 @@ def _initial_state(
     return scale, data, _initial_params(network, shard, data, u_local, v, generator, comm)
 
 
-def _resume(
-    store: CheckpointStore, monitor: SpectralMonitor, callbacks: list, data: TrainingData
-) -> tuple[Params, int, list[dict], float] | None:
-    """``(params, iteration, history, lr)`` of the latest checkpoint in ``store``, or ``None``.
-
-    The monitor takes the checkpoint's state, and a callback that loads the optimizer's
-    state when the checkpoint's iteration is checked again goes first in ``callbacks``.
-    """
-    step = store.latest()
-    if step is None:
-        return None
-    state = store.load(step)
-    params = {
-        k: [torch.as_tensor(a, dtype=data.dtype, device=data.device) for a in arrs]
-        for k, arrs in state["params"].items()
-    }
-    monitor.load_state_dict(state["monitor"], state["iteration"])
-    callbacks.insert(0, _optimizer_restorer(state["iteration"], state["optimizer"]))
-    return params, state["iteration"], list(state["history"]), state["lr"]
-
-
 def fit(
     estimator: Any,
     shard: Shard,
@@ -366,6 +300,8 @@ def fit(
     comm: Comm | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
+    overwrite: bool = False,
+    validation: Any = None,
 ) -> ShardedModel:
     """Fit ``estimator``'s network on this rank's shard, in step with the other ranks.
 
@@ -377,37 +313,84 @@ def fit(
     from the same seed as the single-process one, so the fit follows the trajectory of
     ``estimator.fit`` on the whole matrix, up to the order of summation.
 
+    SIGINT and SIGTERM (in the main thread) stop every rank at the same check: a last
+    checkpoint is written there and :class:`FitInterrupted` is raised; no model is
+    returned. Rerunning the fit with the same ``checkpoint_dir`` resumes.
+
     Parameters
     ----------
     estimator : CompressedDeepMatrixCompletion or DeepMatrixCompletion
-        Its hyper-parameters are used; it is not modified. ``DeepMatrixCompletion``
-        must be narrow (``width`` set): the full-width network stays single-process.
-        ``early_stopping`` and ``warm_start`` are not supported.
+        Its hyper-parameters are used, validated as the estimator's ``fit`` validates
+        them; it is not modified. ``DeepMatrixCompletion`` must be narrow (``width``
+        set): the full-width network stays single-process. ``early_stopping`` and
+        ``warm_start`` are not supported.
     shard : Shard
     comm : Comm, default=None
         The process group (default: the initialised one, or a world of one).
     checkpoint_dir : str or Path, default=None
         Where to write checkpoints (on a file system every rank sees). If it holds a
-        complete checkpoint of a run with the same world size, the fit resumes from
-        the latest one and ends with the model of an uninterrupted run.
+        complete checkpoint of this run (the same data, hyper-parameters other than
+        ``max_iter`` and ``verbose``, and row split), the fit resumes from the latest
+        intact one and ends with the model of an uninterrupted run. A damaged newest
+        checkpoint is skipped, with a warning, for the one before.
     checkpoint_every : int, default=None
         Iterations between checkpoints, rounded up to a multiple of ``check_every``;
         ``None`` writes one at every check.
+    overwrite : bool, default=False
+        Delete the checkpoints of another run found in ``checkpoint_dir``; without it
+        they are an error.
+    validation : Observations, default=None
+        Held-out entries of this rank's rows (global indices): the fit stops after
+        ``estimator.n_iter_no_change`` checks without a better validation RMSE, summed
+        over the ranks, and returns the best iterate. Not with ``checkpoint_dir`` (a
+        resumed run would not know the best iterate).
 
     Returns
     -------
     ShardedModel
         The same replicated parts and history on every rank; :meth:`ShardedModel.gather`
         assembles a fitted estimator, :meth:`ShardedModel.save` writes the model.
+
+    Raises
+    ------
+    InvalidParameterError
+        For a hyper-parameter the estimator's ``fit`` would refuse.
+    CheckpointError
+        If ``checkpoint_dir`` holds checkpoints of another run (without ``overwrite``),
+        or only damaged ones; the message names the file.
+    FitInterrupted
+        On SIGINT or SIGTERM, on every rank at the same iteration.
     """
     comm = comm or Comm.current()
     _check_supported(estimator)
+    check_params(estimator)
+    if checkpoint_every is not None and not (
+        isinstance(checkpoint_every, numbers.Integral) and checkpoint_every >= 1
+    ):
+        raise ValueError(f"checkpoint_every: expected an integer >= 1, got {checkpoint_every!r}.")
+    if validation is not None and checkpoint_dir is not None:
+        raise ValueError(
+            "validation: early stopping keeps the best iterate in memory, which a "
+            "checkpoint does not hold; pass checkpoint_dir=None."
+        )
     t_start = time.perf_counter()
     part = shard.partition
+    _check_magnitude(shard, comm)
+    data_hash = shard.fingerprint or data_fingerprint(shard.observations, comm)
     init_scale = estimator._resolve_init_scale()
     network = _sharded_network(estimator, init_scale, comm, part.shape)
+    store = None
+    if checkpoint_dir is not None:
+        fingerprint = run_fingerprint(estimator, part, data_hash)
+        store = CheckpointStore(checkpoint_dir, comm, fingerprint=fingerprint)
+        store.check_foreign(discard=overwrite)
     scale, data, params = _initial_state(estimator, shard, network, comm)
     lr = estimator._resolve_learning_rate()
+    held_out = None
+    if validation is not None:
+        held_out = ShardedHeldOut.on_rows(
+            validation, part.start, part.n_rows, comm, data.device, data.dtype
+        )
     # the plateau-aware stop rule, prune and polish of the single-process fit, on the
     # ranks' rows: every decision comes from sums over the ranks, the same on each
     monitor = SpectralMonitor(
@@ -416,27 +399,30 @@ def fit(
     )  # fmt: skip
     callbacks = [monitor.callback]
     start_iter, history = 0, []
-    if checkpoint_dir is not None:
-        store = CheckpointStore(checkpoint_dir, comm, fingerprint=_fingerprint(estimator, part))
-        resumed = _resume(store, monitor, callbacks, data)
+    if store is not None:
+        resumed = resume(store, monitor, callbacks, data)
         if resumed is not None:
             params, start_iter, history, lr = resumed
-        every = -(-(checkpoint_every or estimator.check_every) // estimator.check_every)
-        callbacks.append(
-            _checkpointer(
-                store, history, monitor, start_iter, estimator.check_every, max(1, every)
-            )
-        )
+    every = -(-(checkpoint_every or estimator.check_every) // estimator.check_every)
+    stop = StopRequest(comm)
+    # last: it may write a checkpoint and stop the fit once the ranks agreed to stop
+    callbacks.append(
+        Checkpointer(store, history, monitor, stop, start_iter, estimator.check_every, every)
+    )
     n_resumed_rows = len(history)
-    result = gradient_descent(
-        network, data, params, lr=lr, optimizer=estimator.optimizer,
-        weight_decay=estimator.weight_decay,
-        max_iter=max(int(estimator.max_iter) - start_iter, 0), tol=estimator.tol,
-        check_every=estimator.check_every, start_iter=start_iter, history=history,
-        backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
-        name=type(estimator).__name__, verbose=estimator.verbose if comm.rank == 0 else 0,
-        reduce=comm.sum_, stop_rule=monitor.stop_rule, callbacks=callbacks,
-    )  # fmt: skip
+    with stop:
+        result = gradient_descent(
+            network, data, params, lr=lr, optimizer=estimator.optimizer,
+            weight_decay=estimator.weight_decay,
+            max_iter=max(int(estimator.max_iter) - start_iter, 0), tol=estimator.tol,
+            check_every=estimator.check_every, start_iter=start_iter, history=history,
+            backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
+            name=type(estimator).__name__, verbose=estimator.verbose if comm.rank == 0 else 0,
+            reduce=stop.reduce, stop_rule=monitor.stop_rule, callbacks=callbacks,
+            interrupt=stop, validation=held_out,
+        )  # fmt: skip
+    if result.stop == "interrupted":  # agreed at a check that backed off: no new checkpoint
+        raise FitInterrupted(result.n_iter, None, stop.signum or int(signal.SIGINT))
     if n_resumed_rows and len(history) > n_resumed_rows:
         # the resumed run re-checks the checkpoint's iteration (without a change
         # baseline): drop that repeated row, kept from before the restart
@@ -460,4 +446,6 @@ def fit(
         n_iter=result.n_iter,
         stop=result.stop,
         history=pd.DataFrame.from_records(history),
+        data_fingerprint=data_hash,
+        ids=shard.ids,
     )

@@ -25,14 +25,13 @@ import numpy as np
 import torch
 
 from .._data import TrainingData
+from .._solver import Params
 from ..init import epsilon_orthogonal
 from ..models._compressed import compressed_residual_and_grads
 from ..models._full import FullNetwork, layer_factors
 from ._comm import Comm
 
 __all__ = ["NarrowShardedNetwork", "ShardedNetwork"]
-
-Params = dict[str, list[torch.Tensor]]
 
 
 @dataclass

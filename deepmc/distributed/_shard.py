@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ import numpy as np
 import torch
 
 from .._validation import Observations, check_observations
+from ._checkpoint import agree
 from ._comm import Comm
-from ._io import TripletFile, count_rows, read_rows
+from ._fingerprint import data_fingerprint
+from ._io import TripletFile, check_dense, collect_ids, count_rows, read_rows
 from ._partition import RowPartition, balanced_row_ranges
 
 __all__ = ["Shard", "read_shard", "shard_observations"]
@@ -29,10 +32,19 @@ class Shard:
         indices, sorted by row then column), with the global ``shape``.
     partition : RowPartition
         Every rank's row range, this rank, the global shape and N.
+    fingerprint : str
+        A hash of every rank's triplets, the same on every rank and for any split
+        (:func:`~deepmc.distributed._fingerprint.data_fingerprint`); checkpoints and
+        saved models record it.
+    ids : tuple of (ndarray, ndarray) or None
+        With ``remap=True``: the row and column ids of indices 0, 1, … (saved with the
+        model, read back by :func:`~deepmc.distributed.load_ids`).
     """
 
     observations: Observations
     partition: RowPartition
+    fingerprint: str = ""
+    ids: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -92,7 +104,7 @@ def shard_observations(
     local = Observations(obs.rows[lo:hi], obs.cols[lo:hi], obs.values[lo:hi], obs.shape)
     part = RowPartition(bounds, comm.rank, obs.shape, obs.n_observed)
     _check_agreement(comm, obs.shape, obs.n_observed, bounds)
-    return Shard(local, part)
+    return Shard(local, part, data_fingerprint(local, comm))
 
 
 def _check_bounds(bounds: Sequence[int], m: int, world_size: int) -> np.ndarray:
@@ -119,6 +131,7 @@ def read_shard(
     columns: Sequence[str | int] | None = None,
     header: bool | None = None,
     index_base: int = 0,
+    remap: bool = False,
 ) -> Shard:
     """Read this rank's rows of a (row, col, value) triplet file.
 
@@ -138,14 +151,24 @@ def read_shard(
         ``(m, n)``; by default one more than the largest row and column index.
     columns, header, index_base
         See :class:`TripletFile`.
+    remap : bool, default=False
+        Map the distinct row and column ids (integers or strings, however sparse) to
+        indices 0, 1, … in sorted order; ``shape`` is then the numbers of distinct ids.
 
     Returns
     -------
     Shard
     """
     comm = comm or Comm.current()
-    source = TripletFile(path, columns=columns, header=header, index_base=index_base)
-    counts = count_rows(source)
+    source = TripletFile(path, columns=columns, header=header, index_base=index_base, remap=remap)
+    if remap:
+        if shape is not None:
+            raise ValueError("shape: not with remap (the shape is the number of distinct ids).")
+        row_ids, counts, col_ids = collect_ids(source)
+        source = dataclasses.replace(source, ids=(row_ids, col_ids))
+        shape = (row_ids.size, col_ids.size)
+    else:
+        counts = count_rows(source)
     m = counts.shape[0] if shape is None else int(shape[0])
     if counts.shape[0] > m:
         raise ValueError(
@@ -156,8 +179,13 @@ def read_shard(
     if n_observed == 0:
         raise ValueError(f"{path}: no (row, col, value) entries found.")
     bounds = balanced_row_ranges(counts, comm.world_size)
-    rows, cols, values = read_rows(source, int(bounds[comm.rank]), int(bounds[comm.rank + 1]))
+    lo, hi = int(bounds[comm.rank]), int(bounds[comm.rank + 1])
+
+    # a malformed line lies in one rank's rows: every rank stops, not only that one
+    rows, cols, values = agree(comm, lambda: read_rows(source, lo, hi), f"to read {path}")
     n_cols = comm.max_int(int(cols.max()) + 1 if cols.size else 0)
+    if shape is None:
+        check_dense(path, "column", n_cols - 1 + index_base, n_observed)
     if shape is not None:
         if n_cols > int(shape[1]):
             raise ValueError(
@@ -165,10 +193,15 @@ def read_shard(
             )
         n_cols = int(shape[1])
     full_shape = (m, n_cols)
-    local = (
-        check_observations((rows, cols, values, full_shape))
-        if rows.size
-        else Observations(rows, cols, values, full_shape)
+    local = agree(
+        comm,
+        lambda: (
+            check_observations((rows, cols, values, full_shape))
+            if rows.size
+            else Observations(rows, cols, values, full_shape)
+        ),
+        f"to check its rows of {path}",
     )
     _check_agreement(comm, full_shape, n_observed, bounds)
-    return Shard(local, RowPartition(bounds, comm.rank, full_shape, n_observed))
+    part = RowPartition(bounds, comm.rank, full_shape, n_observed)
+    return Shard(local, part, data_fingerprint(local, comm), source.ids)

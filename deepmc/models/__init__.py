@@ -14,12 +14,17 @@ from ._full import DeepMatrixCompletion
 
 __all__ = ["METHODS", "CompressedDeepMatrixCompletion", "DeepMatrixCompletion", "make_estimator"]
 
-#: Method names understood by :func:`make_estimator`, with what each builds.
+#: The networks by method name, with how tables and legends name them: ``"full"`` is the
+#: full-width network (width ``max(m, n)``, ε-orthogonal init: the baseline),
+#: ``"narrow"`` the same network with width ``2*rank``, ``"compressed"`` the network
+#: ``U W̃_L ⋯ W̃_1 Vᵀ`` with ``2*rank × 2*rank`` cores and factors at γη, and
+#: ``"compressed-no-dlr"`` the compressed network with frozen factors (γ = 0). The command
+#: line, :mod:`deepmc.compare` and the benchmarks take these names.
 METHODS: dict[str, str] = {
-    "full": "full width d = max(m, n), epsilon-orthogonal init (the baseline)",
-    "narrow": "the same network with width 2*rank",
-    "compressed": "U W_L ... W_1 V^T with 2*rank x 2*rank cores, factors at gamma * lr",
-    "compressed-no-dlr": "the compressed network with frozen factors (gamma = 0)",
+    "full": "full width",
+    "narrow": "narrow (2r̂)",
+    "compressed": "compressed",
+    "compressed-no-dlr": "compressed, γ=0",
 }
 
 

@@ -2,202 +2,35 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import DataDimensionalityWarning
 
 from .._base import _BaseDeepMC
 from .._data import TrainingData
-from .._kernels import ObservedPattern, PatternKernels, chain_product
+from .._kernels import chain_product
 from .._prune import LOCAL, LocalRows, compressed_spectrum, prune_compressed, reseed_compressed
 from .._solver import Params
 from .._validation import Interval, StrOptions
 from ..init import parsimony, random_frames, spectral
+from ._compressed_step import (
+    BIAS_STEP,
+    compressed_residual_and_grads,
+    decay_excess,
+    jacobi_bias_steps,
+)
 
 __all__ = [
     "CompressedDeepMatrixCompletion",
     "CompressedNetwork",
-    "compressed_loss_and_grads",
     "compressed_residual_and_grads",
-    "decay_weights",
 ]
-
-
-def compressed_residual_and_grads(
-    pattern: ObservedPattern,
-    y: torch.Tensor,
-    s: float,
-    U: torch.Tensor,
-    V: torch.Tensor,
-    cores: list[torch.Tensor],
-    *,
-    reuse: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Residual on Ω and gradients of ``ℓ = (s/2) Σ_Ω ((U C Vᵀ)_ij − y_ij)²``, ``C = W̃_L ⋯ W̃_1``.
-
-    Never forms an ``m × n`` matrix (only row blocks of bounded size, see
-    :class:`~deepmc._kernels.PatternKernels`), except for tiny matrices where dense BLAS
-    products are faster: with ``A = U C``, the predictions on Ω are the
-    sampled product ``(A Vᵀ)_Ω`` and, with ``R`` the sparse residual ``P_Ω(X) − y``,
-    ``∇_V = s Rᵀ A``, ``∇_U = s (R V) Cᵀ`` and ``∇_C = s Uᵀ (R V)``, back-propagated
-    through the cores. Cost O(N·k + (m+n)·k² + L·k³) for ``k = 2r̂``. The loss itself is
-    ``(s/2)‖residual‖²``; the training loop reads it only at its checks.
-
-    Parameters
-    ----------
-    pattern : ObservedPattern
-        CSR structure of Ω (observations sorted by row, then column).
-    y : Tensor of shape (N,)
-        Observed values in the same order.
-    s : float
-        Loss scale ``m·n / N``.
-    U : Tensor of shape (m, k)
-    V : Tensor of shape (n, k)
-    cores : list of Tensor of shape (k, k)
-        ``[W̃_1, …, W̃_L]``.
-    reuse : bool, default=False
-        Write the residual and all the gradients into buffers kept by ``pattern``
-        (:meth:`~deepmc._kernels.PatternKernels.buffer`) instead of new tensors, so
-        that a training loop allocates nothing per step. The results are then
-        overwritten by the next call with ``reuse=True``.
-
-    Returns
-    -------
-    residual : Tensor of shape (N,)
-        ``X_Ω − y``.
-    grad_U : Tensor of shape (m, k)
-    grad_V : Tensor of shape (n, k)
-        Column-major (transposed views) when the pattern's kernels write them so
-        (:meth:`~deepmc._kernels.PatternKernels.tall`).
-    grad_cores : list of Tensor of shape (k, k)
-    """
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (U, V, *cores)):
-        with torch.no_grad():  # closed-form gradients: nothing to record, and out= needs it
-            return _residual_and_grads(pattern, y, s, U, V, cores, reuse)
-    return _residual_and_grads(pattern, y, s, U, V, cores, reuse)
-
-
-def _residual_and_grads(
-    pattern: ObservedPattern,
-    y: torch.Tensor,
-    s: float,
-    U: torch.Tensor,
-    V: torch.Tensor,
-    cores: list[torch.Tensor],
-    reuse: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """:func:`compressed_residual_and_grads`, every product written with ``out=``.
-
-    A step of a small problem is a few dozen kernels of a few microseconds each, so it
-    is bounded by dispatch: no product here allocates its result (with ``reuse``), no
-    transposed view is taken here per step, and the loops run over operands unrolled
-    once per buffer set. The back-propagation through the cores runs
-    on transposes, ``Tₗ = backₗᵀ``: with ``P_l = W_l ⋯ W_1`` the forward prefixes,
-
-        ``T_L = Gᵀ = (s R V)ᵀ U``, ``∇_{W_l}ᵀ = P_{l−1} T_l``, ``T_{l−1} = T_l W_l``,
-
-    so that every product takes the parameters as they are and writes its result
-    through a transposed view made once (:class:`_StepBuffers`).
-    """
-    kernels = pattern.kernels(U.dtype)
-    k, L = U.shape[1], len(cores)
-    if reuse:
-        b = kernels.memo(("compressed.step", k, L), lambda: _StepBuffers(kernels, k, L, True))
-    else:
-        b = _StepBuffers(kernels, k, L, False)
-    # forward: P_1 = W_1, P_l = W_l P_{l-1}; C = P_L
-    P = cores[0]
-    for i, out in b.forward:
-        P = torch.mm(cores[i], P, out=out)
-    A = torch.mm(U, P, out=b.A)
-    resid, sRV, grad_V = kernels.residual_pair(A, V, y, alpha=s, out=b.pair)
-    grad_U = torch.mm(sRV, b.C_t if L > 1 else cores[0].t(), out=b.grad_U)
-    # backward on transposes: T_L = Gᵀ, ∇W_lᵀ = P_{l-1} T_l, T_{l-1} = T_l W_l
-    T = torch.mm(b.sRV_t, U, out=b.T_L)
-    for i, prefix, grad_t, back in b.backward:  # layer l = i + 1
-        torch.mm(cores[0] if prefix is None else prefix, T, out=grad_t)
-        T = torch.mm(T, cores[i], out=back)
-    return resid, grad_U, grad_V, list(b.grads)  # a list of its own: callers may edit it
-
-
-class _StepBuffers:
-    """Results and temporaries of one compressed step, with the transposed views it writes through.
-
-    With ``persistent`` the tensors are :meth:`~deepmc._kernels.PatternKernels.buffer`
-    tensors of the pattern (the residual, ``s·R V``, ``∇V`` and ``∇U`` under the names
-    ``"compressed.<name>"``), kept by :meth:`~deepmc._kernels.PatternKernels.memo` and
-    overwritten by every step; otherwise they are new. The ``m × k`` and ``n × k``
-    ones take the layout of :meth:`~deepmc._kernels.PatternKernels.tall`, in which the
-    kernels write them fastest (column-major for small matrices): ``∇U`` and ``∇V``
-    may then be transposed views.
-    """
-
-    def __init__(self, kernels: PatternKernels, k: int, L: int, persistent: bool) -> None:
-        m, n = kernels.pattern.shape
-        if persistent:
-            def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-                return kernels.buffer(f"compressed.{name}", shape)
-
-            def tall(name: str, rows: int) -> torch.Tensor:
-                return kernels.tall(rows, k, name=f"compressed.{name}")
-        else:
-            device = kernels.pattern.col.device
-
-            def new(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-                return torch.empty(shape, dtype=kernels.dtype, device=device)
-
-            def tall(name: str, rows: int) -> torch.Tensor:
-                return kernels.tall(rows, k)
-
-        self.A = tall("A", m)
-        self.resid = new("residual", (kernels.pattern.n_observed,))
-        self.sRV = tall("sRV", m)
-        self.grad_V = tall("grad_V", n)
-        self.grad_U = tall("grad_U", m)
-        self.prefixes = [new(f"prefix{j}", (k, k)) for j in range(2, L + 1)]
-        self.back = [new(f"back{i}", (k, k)) for i in range(2)]
-        self.grads = [new(f"grad_core{j}", (k, k)) for j in range(1, L + 1)]
-        self.grad_t = [g.t() for g in self.grads]
-        self.sRV_t = self.sRV.t()
-        self.C_t = self.prefixes[-1].t() if self.prefixes else None
-        # the loops' operands, unrolled once: (core index, out) of the forward products and
-        # (i, prefix P_{i-1} or None for W_1, ∇W_{i+1}ᵀ, next T) of the backward ones
-        self.pair = (self.resid, self.sRV, self.grad_V)
-        self.forward = list(zip(range(1, L), self.prefixes, strict=True))
-        self.T_L = self.grad_t[0] if L == 1 else self.back[(L - 1) % 2]
-        self.backward = [
-            (
-                i,
-                None if i == 1 else self.prefixes[i - 2],
-                self.grad_t[i],
-                self.grad_t[0] if i == 1 else self.back[(i - 1) % 2],
-            )
-            for i in range(L - 1, 0, -1)
-        ]
-
-
-def compressed_loss_and_grads(
-    pattern: ObservedPattern,
-    y: torch.Tensor,
-    s: float,
-    U: torch.Tensor,
-    V: torch.Tensor,
-    cores: list[torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """:func:`compressed_residual_and_grads` with the loss ``(s/2)‖residual‖²`` first.
-
-    Returns
-    -------
-    loss : Tensor (scalar)
-    residual, grad_U, grad_V, grad_cores
-        As in :func:`compressed_residual_and_grads`.
-    """
-    resid, grad_U, grad_V, grad_cores = compressed_residual_and_grads(pattern, y, s, U, V, cores)
-    return torch.dot(resid, resid).mul_(0.5 * s), resid, grad_U, grad_V, grad_cores
 
 
 class CompressedDeepMatrixCompletion(_BaseDeepMC):
@@ -227,8 +60,10 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     Parameters
     ----------
     rank : int, default=10
-        r̂, an over-estimate of the rank; the cores are ``2r̂ × 2r̂``. ``2*rank`` must not
-        exceed ``min(m, n)``.
+        r̂, an over-estimate of the rank; the cores are ``2r̂ × 2r̂``. ``2*rank`` cannot
+        exceed ``min(m, n)``: on a smaller matrix the fit uses the largest rank that fits,
+        ``min(m, n) // 2`` (recorded in ``rank_``), with a
+        :class:`~sklearn.exceptions.DataDimensionalityWarning`.
     depth : int, default=3
         Number of cores ``L`` (≥ 2).
     init : {"parsimony", "spectral", "random"}, default="parsimony"
@@ -314,9 +149,11 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
 
     Attributes
     ----------
-    U_ : ndarray of shape (m, 2*rank)
-    V_ : ndarray of shape (n, 2*rank)
-    cores_ : list of ndarray of shape (2*rank, 2*rank)
+    rank_ : int
+        The rank fitted: ``rank``, or ``min(m, n) // 2`` if ``rank`` did not fit.
+    U_ : ndarray of shape (m, 2*rank_)
+    V_ : ndarray of shape (n, 2*rank_)
+    cores_ : list of ndarray of shape (2*rank_, 2*rank_)
         ``[W̃_1, …, W̃_L]``; ``X̂ = scale_ · U_ · W̃_L ⋯ W̃_1 · V_ᵀ`` (plus the biases).
     row_bias_ : ndarray of shape (m,)
         ``a`` (normalised units, like ``U_``), only with ``bias_reg`` set.
@@ -449,6 +286,22 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             return float(self.factor_lr_ratio)
         return 1.0 if self.optimizer == "adam" else 0.2 * self.depth
 
+    def _network_for(self, shape: tuple[int, int], init_scale: float) -> CompressedNetwork:
+        """The network, its rank clipped to ``min(m, n) // 2`` (with a warning) if larger."""
+        network = self._build_network(init_scale)
+        fits = min(shape) // 2
+        if fits >= 1 and network.rank > fits:
+            warnings.warn(
+                f"rank={network.rank}: the compressed network's width 2*rank = "
+                f"{2 * network.rank} exceeds min(m, n) = {min(shape)} for X of shape {shape}; "
+                f"fitting rank {fits}, the largest that fits (rank_).",
+                DataDimensionalityWarning,
+                stacklevel=4,
+            )
+            network = replace(network, rank=fits)
+        network.check_shape(shape)
+        return network
+
     def _build_network(self, init_scale: float) -> CompressedNetwork:
         return CompressedNetwork(
             rank=self.rank,
@@ -461,78 +314,6 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             bias_reg=None if self.bias_reg is None else float(self.bias_reg),
             bias_lr_ratio=BIAS_STEP / self._resolve_learning_rate(),
         )
-
-
-def decay_weights(pattern: ObservedPattern, exponent: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relative row and column counts of Ω to the power α: ``(n_u m / N)^α``, ``(n_i n / N)^α``.
-
-    The weights of the row-weighted decay of :class:`CompressedDeepMatrixCompletion`
-    (``decay_weighting``). An empty row or column has weight 0 (for α > 0): nothing
-    is learnt about it, and it keeps its initial factor row.
-
-    Parameters
-    ----------
-    pattern : ObservedPattern
-    exponent : float
-        α.
-
-    Returns
-    -------
-    row_weights : Tensor of shape (m,)
-    col_weights : Tensor of shape (n,)
-
-    Examples
-    --------
-    >>> import torch
-    >>> from deepmc._kernels import ObservedPattern
-    >>> pattern = ObservedPattern.from_coo(
-    ...     torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 2, 0]), (2, 3))
-    >>> [w.tolist() for w in decay_weights(pattern, 1.0)]
-    [[1.5, 0.5], [1.5, 0.75, 0.75]]
-    """
-    m, n = pattern.shape
-    n_obs = max(pattern.n_observed, 1)
-    rows = (pattern.crow[1:] - pattern.crow[:-1]).to(torch.float64)
-    cols = torch.bincount(pattern.col, minlength=n).to(torch.float64)
-    return (rows * (m / n_obs)) ** exponent, (cols * (n / n_obs)) ** exponent
-
-
-def _decay_excess(
-    pattern: ObservedPattern, exponent: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``w − 1`` of :func:`decay_weights`, as ``(m, 1)`` and ``(n, 1)`` columns of ``dtype``."""
-    return tuple(  # type: ignore[return-value]
-        (w - 1).to(dtype)[:, None] for w in decay_weights(pattern, exponent)
-    )
-
-
-#: Fraction of a Jacobi step the row and column biases take per gradient step.
-BIAS_STEP = 0.5
-
-
-def _jacobi_bias_steps(
-    data: TrainingData, resid: torch.Tensor, biases: list[torch.Tensor], reg: float
-) -> list[torch.Tensor]:
-    """``(Σ_{j∈Ω_u} r_uj + λ_b a_u) / (n_u + λ_b)`` per row, likewise per column.
-
-    The exact minimiser of the penalised loss over one row's bias, with everything else
-    fixed, is ``a_u`` minus this; a step of η·ratio = :data:`BIAS_STEP` moves halfway.
-    """
-    a, b = biases
-    m, n = data.shape
-    kernels = data.pattern.kernels(resid.dtype)
-
-    def counts() -> tuple[torch.Tensor, torch.Tensor]:
-        ones = torch.ones_like(resid)
-        n_u = torch.zeros(m, dtype=resid.dtype, device=resid.device).index_add_(0, data.rows, ones)
-        n_i = torch.zeros(n, dtype=resid.dtype, device=resid.device).index_add_(0, data.cols, ones)
-        # an empty row with λ_b = 0 would divide 0 by 0: its step is 0 either way
-        return tuple((c + reg).clamp_(min=1e-12)[:, None] for c in (n_u, n_i))
-
-    den_u, den_i = kernels.memo(("compressed.bias_counts", reg), counts)
-    sum_u = torch.zeros_like(a).index_add_(0, data.rows, resid[:, None])
-    sum_i = torch.zeros_like(b).index_add_(0, data.cols, resid[:, None])
-    return [sum_u.add_(a, alpha=reg).div_(den_u), sum_i.add_(b, alpha=reg).div_(den_i)]
 
 
 def _copy_into(params: Params, new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
@@ -562,8 +343,9 @@ class CompressedNetwork:
     decay_weighting : float, default=0.0
         α: with ``λ > 0`` and ``α > 0``, :meth:`residual_and_grads` adds the excess
         ``λ(w_u − 1) U_u`` and ``λ(w_i − 1) V_i`` of the row-weighted decay (see
-        :func:`decay_weights`) to the factor gradients, so that optimizer and network
-        together apply ``λ w_u U_u``. With ``α = 0`` the gradients are untouched.
+        :func:`~deepmc.models._compressed_step.decay_weights`) to the factor gradients,
+        so that optimizer and network together apply ``λ w_u U_u``. With ``α = 0`` the
+        gradients are untouched.
     bias_reg : float or None, default=None
         λ_b of the row and column biases (parameter group ``"biases"``: ``a`` of shape
         ``(m, 1)``, ``b`` of shape ``(n, 1)``); ``None``: no biases.
@@ -635,7 +417,8 @@ class CompressedNetwork:
         y = data.y
         if self.bias_reg is not None:  # the network fits what the biases leave
             a, b = params["biases"]
-            y = y - a[data.rows, 0] - b[data.cols, 0]
+            y = y - a.reshape(-1).index_select(0, data.rows)  # faster than a[rows, 0]
+            y = y.sub_(b.reshape(-1).index_select(0, data.cols))
         resid, gU, gV, gcores = compressed_residual_and_grads(
             data.pattern, y, data.sampling_scale, U, V, params["cores"], reuse=True
         )
@@ -643,13 +426,13 @@ class CompressedNetwork:
             kernels = data.pattern.kernels(U.dtype)
             key = ("compressed.decay_excess", self.decay_weighting)
             excess_u, excess_v = kernels.memo(
-                key, lambda: _decay_excess(data.pattern, self.decay_weighting, U.dtype)
+                key, lambda: decay_excess(data.pattern, self.decay_weighting, U.dtype)
             )
             gU.addcmul_(excess_u, U, value=self.weight_decay)
             gV.addcmul_(excess_v, V, value=self.weight_decay)
         grads = {"cores": gcores, "factors": [gU, gV]}
         if self.bias_reg is not None:
-            grads["biases"] = _jacobi_bias_steps(data, resid, params["biases"], self.bias_reg)
+            grads["biases"] = jacobi_bias_steps(data, resid, params["biases"], self.bias_reg)
         return resid, grads
 
     def targets(self, data: TrainingData) -> torch.Tensor:
@@ -698,6 +481,7 @@ class CompressedNetwork:
     def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
         U, V = params["factors"]
         fitted = {
+            "rank_": self.rank,
             "cores_": params["cores"],
             "U_": U,
             "V_": V,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .._data import TrainingData
-from .._solver import Params
+from .._params import Params
 
 __all__ = ["Network"]
 
