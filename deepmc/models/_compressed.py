@@ -62,7 +62,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     rank : int, default=10
         r̂, an over-estimate of the rank; the cores are ``2r̂ × 2r̂``. ``2*rank`` cannot
         exceed ``min(m, n)``: on a smaller matrix the fit uses the largest rank that fits,
-        ``min(m, n) // 2`` (recorded in ``rank_``), with a
+        ``min(m, n) // 2`` (``U_`` then has ``2 * (min(m, n) // 2)`` columns), with a
         :class:`~sklearn.exceptions.DataDimensionalityWarning`.
     depth : int, default=3
         Number of cores ``L`` (≥ 2).
@@ -149,11 +149,11 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
 
     Attributes
     ----------
-    rank_ : int
-        The rank fitted: ``rank``, or ``min(m, n) // 2`` if ``rank`` did not fit.
-    U_ : ndarray of shape (m, 2*rank_)
-    V_ : ndarray of shape (n, 2*rank_)
-    cores_ : list of ndarray of shape (2*rank_, 2*rank_)
+    U_ : ndarray of shape (m, 2*r̂)
+        ``r̂`` is the rank bound fitted: ``rank``, or ``min(m, n) // 2`` if ``rank``
+        did not fit.
+    V_ : ndarray of shape (n, 2*r̂)
+    cores_ : list of ndarray of shape (2*r̂, 2*r̂)
         ``[W̃_1, …, W̃_L]``; ``X̂ = scale_ · U_ · W̃_L ⋯ W̃_1 · V_ᵀ`` (plus the biases).
     row_bias_ : ndarray of shape (m,)
         ``a`` (normalised units, like ``U_``), only with ``bias_reg`` set.
@@ -168,6 +168,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
     n_iter_ : int
     best_iteration_ : int
     rank_ : int
+        The directions of ``X`` kept (at most ``r̂``), as in :class:`DeepMatrixCompletion`.
     noise_level_ : float
     history_ : pandas.DataFrame
         As in :class:`DeepMatrixCompletion`.
@@ -294,7 +295,7 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             warnings.warn(
                 f"rank={network.rank}: the compressed network's width 2*rank = "
                 f"{2 * network.rank} exceeds min(m, n) = {min(shape)} for X of shape {shape}; "
-                f"fitting rank {fits}, the largest that fits (rank_).",
+                f"fitting rank {fits}, the largest that fits.",
                 DataDimensionalityWarning,
                 stacklevel=4,
             )
