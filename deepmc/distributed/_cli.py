@@ -319,6 +319,10 @@ def _run(args: argparse.Namespace) -> int:
                 f"{last['residual']:.3e}{val}, {time.perf_counter() - t0:.1f} s; model written to "
                 f"{output}"
             )
+        if started_group:
+            # every rank's collectives have completed before any rank tears gloo down: a
+            # rank destroying its group while a peer still works in one can abort at exit
+            comm.barrier()
     finally:
         if started_group and dist.is_initialized():
             dist.destroy_process_group()
