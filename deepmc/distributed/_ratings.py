@@ -212,7 +212,17 @@ class RatingsModel:
         self.shape_ = network.shape_
 
     def predict_entries(self, rows: Any, cols: Any) -> np.ndarray:
-        """Predicted ratings of the fitted matrix's entries ``(rows[k], cols[k])``, clipped."""
+        """Predicted ratings of the fitted matrix's entries ``(rows[k], cols[k])``, clipped.
+
+        Parameters
+        ----------
+        rows, cols : array-like of int of shape (K,)
+            Row and column indices into the fitted matrix.
+
+        Returns
+        -------
+        ndarray of shape (K,)
+        """
         rows, cols = check_indices(rows, cols, self.shape_, name="predict_entries")
         x = self.network_.predict_entries(rows, cols).astype(np.float64)
         x += self.mean_ + self.user_bias_[rows] + self.item_bias_[cols]
@@ -224,6 +234,15 @@ class RatingsModel:
         A new row's user bias is 0 (as for an unseen user of
         :class:`deepmc.RatingsCompletion`); its ratings are centred by ``μ + b_i``
         and folded into the network (:meth:`~deepmc.CompressedDeepMatrixCompletion.predict`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n)
+            Ratings of new rows over the fitted items, ``np.nan`` where missing.
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n)
         """
         X = np.array(X, dtype=np.float64, ndmin=2)
         if X.ndim != 2 or X.shape[1] != self.shape_[1]:
@@ -233,7 +252,17 @@ class RatingsModel:
         return np.clip(x, *self.rating_range_)
 
     def transform(self, X: Any) -> np.ndarray:
-        """:meth:`predict`, with the observed ratings of ``X`` kept."""
+        """:meth:`predict`, with the observed ratings of ``X`` kept.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n)
+            Ratings of new rows over the fitted items, ``np.nan`` where missing.
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n)
+        """
         X = np.array(X, dtype=np.float64, ndmin=2)
         out = self.predict(X)
         seen = ~np.isnan(X)
