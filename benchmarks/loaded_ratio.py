@@ -62,9 +62,8 @@ def _prepare(fit: str, data: Path):
 
 def _worker(fit: str, data: str, start_at: float, threads: int | None, policy: str) -> None:
     """Build the fit, wait for ``start_at`` (``time.time()``), fit, print the seconds."""
+    import deepmc  # noqa: I001 (first, as a user's script would: it sets libgomp's spin count)
     import torch
-
-    import deepmc
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -6,7 +6,15 @@ equivalent to the full-width network, and never builds an ``m × n`` matrix.
 """
 
 import importlib
+import os
 from typing import Any
+
+# An OpenMP thread that finishes a parallel region spins GOMP_SPINCOUNT times (300,000 by
+# default) before it sleeps. A fit's step is many short parallel regions, so with the
+# default two fits at once, or a fit beside other work, spin on each other's cores
+# (benchmarks/loaded_ratio.py). libgomp reads the variable when PyTorch loads it, so it
+# only takes effect when deepmc is imported before torch; a value already set is kept.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 __version__ = "0.1.0"
 

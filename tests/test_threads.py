@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -149,3 +153,15 @@ def test_call_with_threads_limits_a_worker(two_cpus):
     assert call_with_threads(1, available_cpus) == 1
     assert call_with_threads(None, available_cpus) == 2
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("preset", [None, "50000"])
+def test_import_sets_the_openmp_spin_count_unless_the_user_did(preset):
+    # a fresh interpreter: libgomp reads GOMP_SPINCOUNT when torch loads it
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    code = "import os, deepmc; print(os.environ['GOMP_SPINCOUNT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (preset or "1000")
