@@ -26,15 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._data import HeldOut, prepare, split_validation, top_spectrum
+from ._data import HeldOut, TrainingData, prepare, split_validation, top_spectrum
 from ._device import make_generator, resolve_device, resolve_dtype
 from ._foldin import RowPrior, complete_rows, fold_in, residual_noise_variance, row_prior
-from ._prune import SpectralMonitor
-from ._solver import DivergenceError, SolveResult, gradient_descent
+from ._params import Params
+from ._pipeline import FitPlan, FittedState, make_plan, numpy_params, run_plan
+from ._solver import DivergenceError
 from ._threads import fit_threads
 from ._validation import (
     TRANSDUCTIVE_ADVICE,
@@ -268,14 +268,13 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         eval_obs: Observations | None,
         val_obs: Observations | None = None,
     ) -> None:
-        """Validate, scale, initialise; hand the descent to :func:`gradient_descent`; store."""
+        """Validate, scale, initialise; hand the descent to :func:`run_plan`; store."""
         if obs.n_observed == 0:
             raise ValueError(
                 f"X: no observed entries in a matrix of shape {obs.shape}; at least one "
                 "finite entry is needed."
             )
-        init_scale = self._resolve_init_scale(obs.shape)
-        network = self._network_for(obs.shape, init_scale)
+        plan = make_plan(self, obs.shape)
         t_start = time.perf_counter()
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, obs.values.dtype)
@@ -283,28 +282,7 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         generator = make_generator(rng)
         if val_obs is None and self.early_stopping:
             obs, val_obs = split_validation(obs, self.validation_fraction, rng)
-        warm = (
-            self.warm_start
-            and hasattr(self, "n_iter_")
-            and getattr(self, "shape_", None) == obs.shape
-        )
-        if warm:
-            scale = self.scale_
-        else:
-            u, sig, v = top_spectrum(obs, network.n_singular, generator)
-            scale = float(sig[0]) if sig[0] > 0 else 1.0
-        data = prepare(obs, device, dtype, scale=scale)
-        lr = self._resolve_learning_rate()
-        if warm:
-            params = {
-                k: [torch.as_tensor(a, dtype=dtype, device=device) for a in arrs]
-                for k, arrs in self._network.stored_params(vars(self)).items()
-            }
-            start_iter, history = self.n_iter_, self.history_.to_dict("records")
-            lr = self.lr_ if self.lr == "auto" else lr
-        else:
-            params = network.initialize(data, u, v, generator)
-            start_iter, history = 0, []
+        scale, data, params, start = self._start(plan, obs, device, dtype, generator)
         t_monitor = time.perf_counter()
         monitors = {}
         if eval_obs is not None:
@@ -313,63 +291,82 @@ class _BaseDeepMC(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # eval_set only watches the fit: its set-up is not billed to the fit's seconds
         if eval_obs is not None:
             t_start += time.perf_counter() - t_monitor
-        monitor = SpectralMonitor(
-            network, data, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-            prune=self._prunes(), scale=scale,
+        result = run_plan(
+            plan, data, params, scale=scale, t_start=t_start, monitors=monitors,
+            validation=validation, **start,
         )  # fmt: skip
-        result = gradient_descent(
-            network, data, params, lr=lr, optimizer=self.optimizer,
-            weight_decay=self.weight_decay, max_iter=self.max_iter, tol=self.tol,
-            check_every=self.check_every, start_iter=start_iter, history=history,
-            monitors=monitors, validation=validation,
-            backoff=self.lr == "auto", scale=scale, t_start=t_start,
-            name=type(self).__name__, verbose=self.verbose,
-            stop_rule=monitor.stop_rule, callbacks=[monitor.callback],
+        solve = result.solve
+        self._set_fitted(
+            FittedState(
+                network=plan.network, params=numpy_params(solve.params), scale=scale,
+                shape=obs.shape, device=str(device), init_scale=plan.init_scale,
+                sampling_scale=data.sampling_scale, lr=solve.lr, n_iter=solve.n_iter,
+                best_iteration=solve.best_iteration,
+                history=pd.DataFrame.from_records(solve.history),
+                rank=result.rank, noise_level=result.noise_level,
+            )
         )  # fmt: skip
-        self._network = network
-        self.scale_ = scale
-        self.shape_ = obs.shape
-        self.device_ = str(device)
-        self.init_scale_ = init_scale
-        self.sampling_scale_ = data.sampling_scale
-        self._store(result, monitor)
+        result.warn(stacklevel=3)
 
-    def _store(self, result: SolveResult, monitor: SpectralMonitor) -> None:
-        """Write the solver's result to the fitted attributes (NumPy) and warn on its stop."""
-        self.lr_ = result.lr
-        self.n_iter_ = result.n_iter
-        self.best_iteration_ = result.best_iteration
-        self.history_ = pd.DataFrame.from_records(result.history)
-        arrays = {k: [t.detach().cpu().numpy().copy() for t in v] for k, v in result.params.items()}
-        for name, value in self._network.fitted_attributes(arrays, result.lr).items():
+    def _start(
+        self,
+        plan: FitPlan,
+        obs: Observations,
+        device: torch.device,
+        dtype: torch.dtype,
+        generator: torch.Generator,
+    ) -> tuple[float, TrainingData, Params, dict]:
+        """``(scale, data, params, run)``: the initial state, ``run`` a warm start's.
+
+        A fresh fit takes σ₁ (the scale) and the singular vectors of the spectral and
+        parsimony initialisations from :func:`top_spectrum`; a warm start keeps the
+        fitted scale and weights, and continues the iteration count, the history and
+        (with ``lr="auto"``) the step reached (``run``: keywords of :func:`run_plan`).
+        """
+        warm = (
+            self.warm_start
+            and hasattr(self, "n_iter_")
+            and getattr(self, "shape_", None) == obs.shape
+        )
+        if not warm:
+            u, sig, v = top_spectrum(obs, plan.network.n_singular, generator)
+            scale = float(sig[0]) if sig[0] > 0 else 1.0
+            data = prepare(obs, device, dtype, scale=scale)
+            return scale, data, plan.network.initialize(data, u, v, generator), {}
+        data = prepare(obs, device, dtype, scale=self.scale_)
+        params = {
+            k: [torch.as_tensor(a, dtype=dtype, device=device) for a in arrs]
+            for k, arrs in self._network.stored_params(vars(self)).items()
+        }
+        run = {"start_iter": self.n_iter_, "history": self.history_.to_dict("records")}
+        if self.lr == "auto":
+            run["lr"] = self.lr_
+        return self.scale_, data, params, run
+
+    def _set_fitted(self, state: FittedState) -> None:
+        """Write the fitted attributes from ``state`` (weights as NumPy arrays).
+
+        The one writer of them: :meth:`fit`, and the distributed fit's
+        :meth:`~deepmc.distributed.ShardedModel.gather` and
+        :func:`~deepmc.distributed.load_model`.
+        """
+        self._network = state.network
+        self.scale_ = state.scale
+        self.shape_ = state.shape
+        self.device_ = state.device
+        self.init_scale_ = state.init_scale
+        self.sampling_scale_ = state.sampling_scale
+        self.lr_ = state.lr
+        self.n_iter_ = state.n_iter
+        self.best_iteration_ = state.best_iteration
+        self.history_ = state.history
+        self.n_features_in_ = state.shape[1]
+        for name, value in state.network.fitted_attributes(state.params, state.lr).items():
             setattr(self, name, value)
-        last = result.history[-1]
-        self.rank_, noise = monitor.summary(result.params, float(last["residual"]))
-        self.noise_level_ = noise * self.scale_
-        if monitor.noise is not None and self.rank_ == 0:
-            warnings.warn(
-                f"{type(self).__name__}: no direction of the data stands out of the noise "
-                f"(estimated noise level {self.noise_level_:.3g}); the fit is the zero "
-                "matrix (rank_ = 0). The data may be pure noise, or too few entries are "
-                "observed to tell their structure from it.",
-                UserWarning,
-                stacklevel=4,
-            )
-        if result.stop == "interrupted":
-            warnings.warn(
-                f"{type(self).__name__}: fit interrupted at iteration {result.n_iter}; keeping "
-                "the state reached so far (see history_).",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        elif result.stop == "max_iter":
-            what = monitor.unconverged(last, self.check_every, self.scale_)
-            warnings.warn(
-                f"{type(self).__name__} reached max_iter={self.max_iter} before converging: "
-                f"{what}",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
+        if state.rank is not None:
+            self.rank_ = state.rank
+        if state.noise_level is not None:
+            self.noise_level_ = state.noise_level
 
     # ------------------------------------------------------------------ prediction
     def predict_entries(self, rows: Any, cols: Any) -> np.ndarray:
