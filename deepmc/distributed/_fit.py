@@ -7,7 +7,6 @@ import math
 import numbers
 import signal
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,13 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
 from .._data import TrainingData
 from .._device import make_generator, resolve_device, resolve_dtype
 from .._kernels import ObservedPattern
-from .._prune import SpectralMonitor
-from .._solver import Params, gradient_descent
+from .._pipeline import make_plan, numpy_params, run_plan
+from .._solver import Params
 from .._validation import check_params
 from ..init import _seed
 from ..models import CompressedDeepMatrixCompletion, DeepMatrixCompletion
@@ -293,6 +291,42 @@ def _initial_state(
     return scale, data, _initial_params(network, shard, data, u_local, v, generator, comm)
 
 
+def _check_arguments(
+    estimator: Any, checkpoint_dir: Any, checkpoint_every: Any, validation: Any
+) -> None:
+    """Refuse what the distributed fit does not support, as :func:`fit` documents."""
+    _check_supported(estimator)
+    check_params(estimator)
+    if checkpoint_every is not None and not (
+        isinstance(checkpoint_every, numbers.Integral) and checkpoint_every >= 1
+    ):
+        raise ValueError(f"checkpoint_every: expected an integer >= 1, got {checkpoint_every!r}.")
+    if validation is not None and checkpoint_dir is not None:
+        raise ValueError(
+            "validation: early stopping keeps the best iterate in memory, which a "
+            "checkpoint does not hold; pass checkpoint_dir=None."
+        )
+
+
+def _on_rows(name: str, held: Any, shard: Shard, comm: Comm, data: TrainingData) -> ShardedHeldOut:
+    """Held-out entries of this rank's rows (global indices), errors summed over the ranks.
+
+    Every rank checks its entries and the ranks agree, so that all of them raise
+    together when one rank's are not of its rows.
+    """
+    obs, part = getattr(held, "observations", held), shard.partition
+    rows = np.asarray(obs.rows)
+    outside = tuple(obs.shape) != tuple(part.shape) or bool(
+        rows.size and (rows.min() < part.start or rows.max() >= part.stop)
+    )
+    if comm.max_int(int(outside)):
+        raise ValueError(
+            f"{name}: expected on every rank held-out entries of its own rows of the "
+            f"{part.shape[0]} × {part.shape[1]} matrix (global indices)."
+        )
+    return ShardedHeldOut.on_rows(obs, part.start, part.n_rows, comm, data.device, data.dtype)
+
+
 def fit(
     estimator: Any,
     shard: Shard,
@@ -302,6 +336,7 @@ def fit(
     checkpoint_every: int | None = None,
     overwrite: bool = False,
     validation: Any = None,
+    eval_set: Any = None,
 ) -> ShardedModel:
     """Fit ``estimator``'s network on this rank's shard, in step with the other ranks.
 
@@ -344,6 +379,11 @@ def fit(
         ``estimator.n_iter_no_change`` checks without a better validation RMSE, summed
         over the ranks, and returns the best iterate. Not with ``checkpoint_dir`` (a
         resumed run would not know the best iterate).
+    eval_set : Observations or Shard, default=None
+        Held-out entries of this rank's rows (global indices) with their true values,
+        as the estimator's ``fit(eval_set=...)``: their relative error and RMSE, summed
+        over the ranks, are recorded in the history (``eval_error``, ``eval_rmse``) at
+        every check; they never influence the fit.
 
     Returns
     -------
@@ -362,90 +402,56 @@ def fit(
         On SIGINT or SIGTERM, on every rank at the same iteration.
     """
     comm = comm or Comm.current()
-    _check_supported(estimator)
-    check_params(estimator)
-    if checkpoint_every is not None and not (
-        isinstance(checkpoint_every, numbers.Integral) and checkpoint_every >= 1
-    ):
-        raise ValueError(f"checkpoint_every: expected an integer >= 1, got {checkpoint_every!r}.")
-    if validation is not None and checkpoint_dir is not None:
-        raise ValueError(
-            "validation: early stopping keeps the best iterate in memory, which a "
-            "checkpoint does not hold; pass checkpoint_dir=None."
-        )
+    _check_arguments(estimator, checkpoint_dir, checkpoint_every, validation)
     t_start = time.perf_counter()
     part = shard.partition
     _check_magnitude(shard, comm)
     data_hash = shard.fingerprint or data_fingerprint(shard.observations, comm)
-    init_scale = estimator._resolve_init_scale()
-    network = _sharded_network(estimator, init_scale, comm, part.shape)
+    plan = make_plan(
+        estimator, part.shape, lambda eps: _sharded_network(estimator, eps, comm, part.shape)
+    )
     store = None
     if checkpoint_dir is not None:
         fingerprint = run_fingerprint(estimator, part, data_hash)
         store = CheckpointStore(checkpoint_dir, comm, fingerprint=fingerprint)
         store.check_foreign(discard=overwrite)
-    scale, data, params = _initial_state(estimator, shard, network, comm)
-    lr = estimator._resolve_learning_rate()
-    held_out = None
-    if validation is not None:
-        held_out = ShardedHeldOut.on_rows(
-            validation, part.start, part.n_rows, comm, data.device, data.dtype
-        )
+    scale, data, params = _initial_state(estimator, shard, plan.network, comm)
+    held_out = None if validation is None else _on_rows("validation", validation, shard, comm, data)
+    t_monitor = time.perf_counter()
+    monitors = {}
+    if eval_set is not None:  # only watches the fit: not billed to the fit's seconds
+        monitors["eval"] = _on_rows("eval_set", eval_set, shard, comm, data)
+        t_start += time.perf_counter() - t_monitor
     # the plateau-aware stop rule, prune and polish of the single-process fit, on the
     # ranks' rows: every decision comes from sums over the ranks, the same on each
-    monitor = SpectralMonitor(
-        network, data, tol=estimator.tol, n_iter_no_change=estimator.n_iter_no_change,
-        prune=estimator._prunes(), rows=ShardedRows(comm),
-    )  # fmt: skip
-    callbacks = [monitor.callback]
-    start_iter, history = 0, []
+    monitor = plan.monitor(data, scale=scale, rows=ShardedRows(comm))
+    callbacks, start_iter, history, lr = [], 0, [], None
     if store is not None:
         resumed = resume(store, monitor, callbacks, data)
         if resumed is not None:
             params, start_iter, history, lr = resumed
-    every = -(-(checkpoint_every or estimator.check_every) // estimator.check_every)
+    every = -(-(checkpoint_every or plan.check_every) // plan.check_every)
     stop = StopRequest(comm)
     # last: it may write a checkpoint and stop the fit once the ranks agreed to stop
     callbacks.append(
-        Checkpointer(store, history, monitor, stop, start_iter, estimator.check_every, every)
+        Checkpointer(store, history, monitor, stop, start_iter, plan.check_every, every)
     )
-    n_resumed_rows = len(history)
     with stop:
-        result = gradient_descent(
-            network, data, params, lr=lr, optimizer=estimator.optimizer,
-            weight_decay=estimator.weight_decay,
-            max_iter=max(int(estimator.max_iter) - start_iter, 0), tol=estimator.tol,
-            check_every=estimator.check_every, start_iter=start_iter, history=history,
-            backoff=estimator.lr == "auto", scale=scale, t_start=t_start,
-            name=type(estimator).__name__, verbose=estimator.verbose if comm.rank == 0 else 0,
-            reduce=stop.reduce, stop_rule=monitor.stop_rule, callbacks=callbacks,
-            interrupt=stop, validation=held_out,
+        result = run_plan(
+            plan, data, params, scale=scale, t_start=t_start, monitor=monitor,
+            monitors=monitors, validation=held_out, callbacks=callbacks,
+            lr=lr, steps=max(int(plan.max_iter) - start_iter, 0), start_iter=start_iter,
+            history=history, resumed=True, reduce=stop.reduce, interrupt=stop,
+            verbose=plan.verbose if comm.rank == 0 else 0, summary=False,
         )  # fmt: skip
-    if result.stop == "interrupted":  # agreed at a check that backed off: no new checkpoint
-        raise FitInterrupted(result.n_iter, None, stop.signum or int(signal.SIGINT))
-    if n_resumed_rows and len(history) > n_resumed_rows:
-        # the resumed run re-checks the checkpoint's iteration (without a change
-        # baseline): drop that repeated row, kept from before the restart
-        del history[n_resumed_rows]
-    if result.stop == "max_iter" and comm.rank == 0:
-        what = monitor.unconverged(history[-1], estimator.check_every, scale)
-        warnings.warn(
-            f"{type(estimator).__name__} reached max_iter={estimator.max_iter} before "
-            f"converging: {what}",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    arrays = {k: [t.detach().cpu().numpy().copy() for t in v] for k, v in result.params.items()}
+    solve = result.solve
+    if solve.stop == "interrupted":  # agreed at a check that backed off: no new checkpoint
+        raise FitInterrupted(solve.n_iter, None, stop.signum or int(signal.SIGINT))
+    if comm.rank == 0:
+        result.warn(stacklevel=2)
     return ShardedModel(
-        estimator=clone(estimator),
-        partition=part,
-        params=arrays,
-        scale=scale,
-        init_scale=init_scale,
-        lr=result.lr,
-        n_iter=result.n_iter,
-        stop=result.stop,
-        history=pd.DataFrame.from_records(history),
-        data_fingerprint=data_hash,
-        ids=shard.ids,
-    )
+        estimator=clone(estimator), partition=part, params=numpy_params(solve.params),
+        scale=scale, init_scale=plan.init_scale, lr=solve.lr, n_iter=solve.n_iter,
+        stop=solve.stop, history=pd.DataFrame.from_records(solve.history),
+        data_fingerprint=data_hash, ids=shard.ids,
+    )  # fmt: skip

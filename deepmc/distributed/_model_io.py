@@ -35,6 +35,7 @@ import torch
 from sklearn.base import clone
 
 from .. import models
+from .._pipeline import FittedState
 from ._checkpoint import (
     COMPLETE,
     CheckpointError,
@@ -197,22 +198,26 @@ def _jsonable(value: Any) -> Any:
 
 
 def fitted_estimator(estimator: Any, params: dict[str, list[np.ndarray]], info: dict) -> Any:
-    """A clone of ``estimator`` with the fitted attributes of a whole-matrix fit."""
+    """A clone of ``estimator`` with the fitted attributes of a whole-matrix fit.
+
+    ``info`` is :meth:`ShardedModel._fit_info` (or the saved ``model.json`` with the
+    history); the best iteration is the last one.
+    """
     est = clone(estimator)
-    network = est._build_network(info["init_scale"])
-    est._network = network
-    est.scale_ = float(info["scale"])
-    est.shape_ = tuple(int(d) for d in info["shape"])
-    est.device_ = "cpu"
-    est.init_scale_ = float(info["init_scale"])
-    est.sampling_scale_ = float(info["sampling_scale"])
-    est.lr_ = float(info["lr"])
-    est.n_iter_ = int(info["n_iter"])
-    est.best_iteration_ = int(info["n_iter"])
-    est.history_ = info["history"]
-    est.n_features_in_ = est.shape_[1]
-    for name, value in network.fitted_attributes(params, est.lr_).items():
-        setattr(est, name, value)
+    state = FittedState(
+        network=est._build_network(info["init_scale"]),
+        params=params,
+        scale=float(info["scale"]),
+        shape=tuple(int(d) for d in info["shape"]),
+        device="cpu",
+        init_scale=float(info["init_scale"]),
+        sampling_scale=float(info["sampling_scale"]),
+        lr=float(info["lr"]),
+        n_iter=int(info["n_iter"]),
+        best_iteration=int(info["n_iter"]),
+        history=info["history"],
+    )
+    est._set_fitted(state)
     return est
 
 
