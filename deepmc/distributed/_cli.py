@@ -89,6 +89,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "killed process), run the same command again to resume. Exit status: 0 done, "
         "1 failed, 2 usage or data error, 128+N stopped by signal N."
     )
+    for add in (_model_options, _ratings_options, _solver_options, _file_options, _run_options):
+        add(parser)
+    parser.set_defaults(func=run_fit)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """The data, the network and where the model goes."""
     parser.add_argument("--data", required=True, help="CSV or Parquet file of triplets")
     parser.add_argument(
         "--rank", type=_int, required=True, help="r̂, an over-estimate of the matrix rank"
@@ -101,6 +109,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="the network (the full-width one is single-process only)",
     )
     parser.add_argument("--depth", type=_int, default=3)
+
+
+def _ratings_options(parser: argparse.ArgumentParser) -> None:
+    """``--ratings`` and its validation slice."""
     parser.add_argument(
         "--ratings",
         action="store_true",
@@ -119,6 +131,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=0.1,
         help="with --ratings: the fraction of the ratings held out for early stopping",
     )
+
+
+def _solver_options(parser: argparse.ArgumentParser) -> None:
+    """The initialisation, the solver's settings, seed, dtype and device."""
     parser.add_argument(
         "--init", default=None, choices=["parsimony", "spectral", "random"],
         help="default: parsimony (--ratings: spectral)",
@@ -145,6 +161,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--seed", type=_int, default=0)
     parser.add_argument("--dtype", default=None, choices=["float32", "float64"])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def _file_options(parser: argparse.ArgumentParser) -> None:
+    """How the triplet file is read."""
     parser.add_argument(
         "--columns", default=None, help="row,col,value column names or positions (default: 0,1,2)"
     )
@@ -164,6 +184,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "the maps are saved with the model",
     )
     parser.add_argument("--shape", type=_int_at_least(1), nargs=2, default=None, metavar=("M", "N"))
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """Checkpoints, the model directory, waiting for the ranks, output."""
     parser.add_argument(
         "--checkpoint-dir", default=None, help="default: OUTPUT/checkpoints; 'none' disables"
     )
@@ -186,8 +210,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument("--verbose", type=_int, default=0)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser.set_defaults(func=run_fit)
-    return parser
 
 
 def _columns(text: str | None) -> list | None:
