@@ -161,6 +161,41 @@ def test_distributed_fit_equals_single_process_fit(world, tmp_path, one_thread):
             np.testing.assert_array_equal(a, b)
 
 
+def _unobserved_of_problem():
+    """The entries of :func:`_problem`'s matrix that it does not observe."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((M, 2)) @ rng.standard_normal((2, N))
+    mask = rng.random((M, N)) < 0.4
+    mask[UNOBSERVED_ROWS] = False
+    r, c = np.nonzero(~mask)
+    return r, c, X[r, c], (M, N)
+
+
+def _eval_worker(rank: int, world: int, tmp: Path) -> pd.DataFrame:
+    bounds = BOUNDS[world]["compressed"]
+    shard = shard_observations(_problem(), bounds=bounds)
+    held_out = shard_observations(_unobserved_of_problem(), bounds=bounds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter is reached on purpose
+        return fit(_estimators()["compressed"], shard, eval_set=held_out).history
+
+
+def test_distributed_eval_set_is_the_single_process_eval_set(tmp_path, one_thread):
+    results = run_world(2, tmp_path, _eval_worker)
+    est = _estimators()["compressed"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(_problem(), eval_set=_unobserved_of_problem())
+    for hist in results:
+        assert list(hist["iteration"]) == list(est.history_["iteration"])
+        for col in ("eval_error", "eval_rmse", "residual"):
+            assert _rel(est.history_[col], hist[col]) < 1e-10, col
+    pd.testing.assert_frame_equal(
+        results[0].drop(columns=["seconds", "eval_seconds"]),
+        results[1].drop(columns=["seconds", "eval_seconds"]),
+    )
+
+
 def _die_after_checkpoint(marker: Path, death: Path) -> None:
     """Kill this process abruptly (no clean-up) once ``marker`` exists."""
     deadline = time.time() + 120

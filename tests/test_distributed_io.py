@@ -147,6 +147,60 @@ def test_fit_in_a_world_of_one_is_the_estimators_fit(tmp_path):
         load_model(tmp_path / "model")
 
 
+def _held_out_of_small():
+    """The entries of :func:`_small`'s matrix that it does not observe."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 2)) @ rng.standard_normal((2, 24))
+    r, c = np.nonzero(~(rng.random(X.shape) < 0.5))
+    return r, c, X[r, c], X.shape
+
+
+def _held_out_of_small_shard():
+    return shard_observations(_held_out_of_small())
+
+
+def test_eval_set_in_a_world_of_one_is_the_estimators_eval_set():
+    from deepmc import CompressedDeepMatrixCompletion
+    from deepmc.distributed import fit
+
+    est = CompressedDeepMatrixCompletion(
+        rank=2, max_iter=60, check_every=20, solver="gd", random_state=1
+    )
+    with pytest.warns(ConvergenceWarning):
+        ref = clone(est).fit(_small(), eval_set=_held_out_of_small())
+    with pytest.warns(ConvergenceWarning):
+        plain = fit(est, shard_observations(_small()))
+    with pytest.warns(ConvergenceWarning):
+        model = fit(est, shard_observations(_small()), eval_set=_held_out_of_small_shard())
+    for col in ("eval_error", "eval_rmse"):
+        np.testing.assert_allclose(model.history[col], ref.history_[col], rtol=1e-10)
+    # it only watches the fit
+    pd.testing.assert_frame_equal(
+        model.history[plain.history.columns].drop(columns="seconds"),
+        plain.history.drop(columns="seconds"),
+    )
+    r, c, v, _ = _held_out_of_small()
+    other = shard_observations((r, c, v, (31, 24)))  # entries of another matrix
+    with pytest.raises(ValueError, match="eval_set: expected on every rank"):
+        fit(est, shard_observations(_small()), eval_set=other)
+
+
+def test_noise_cut_event_of_a_world_of_one_is_the_estimators():
+    from deepmc import CompressedDeepMatrixCompletion
+    from deepmc.distributed import fit
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 2)) @ rng.standard_normal((2, 50))
+    X += rng.standard_normal(X.shape)  # noise as large as the signal's entries
+    r, c = np.nonzero(rng.random(X.shape) < 0.5)
+    est = CompressedDeepMatrixCompletion(rank=5, max_iter=3000, random_state=0)
+    ref = clone(est).fit((r, c, X[r, c], X.shape))
+    model = fit(est, shard_observations((r, c, X[r, c], X.shape)))
+    events = [e for e in model.history["event"] if e]
+    assert any(e.startswith("noise level") for e in events), events  # in data units
+    assert events == [e for e in ref.history_["event"] if e]
+
+
 def test_distributed_fit_refuses_what_it_cannot_do():
     from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
     from deepmc.distributed import fit
