@@ -78,7 +78,9 @@ class FitPlan:
     name: str
     verbose: int
 
-    def monitor(self, data: TrainingData, *, scale: float, rows: LocalRows = LOCAL):
+    def monitor(
+        self, data: TrainingData, *, scale: float, rows: LocalRows = LOCAL
+    ) -> SpectralMonitor:
         """The :class:`~deepmc._prune.SpectralMonitor` of this plan on ``data``."""
         return SpectralMonitor(
             self.network, data, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
@@ -162,7 +164,7 @@ class FitResult:
     noise_cut: bool = False
     unconverged: str = ""
 
-    def warnings(self) -> list[tuple[str, type[Warning]]]:
+    def messages(self) -> list[tuple[str, type[Warning]]]:
         """``(message, category)`` of each warning this fit's stop calls for."""
         out = []
         if self.noise_cut and self.rank == 0:
@@ -188,8 +190,8 @@ class FitResult:
         return out
 
     def warn(self, stacklevel: int) -> None:
-        """Issue :meth:`warnings`; ``stacklevel`` as for :func:`warnings.warn` called here."""
-        for message, category in self.warnings():
+        """Issue :meth:`messages`; ``stacklevel`` as for :func:`warnings.warn` at the call."""
+        for message, category in self.messages():
             warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 
