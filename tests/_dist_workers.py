@@ -26,6 +26,12 @@ def _entry(rank: int, world: int, tmp: str, fn: Callable, args: tuple, timeout: 
     try:
         out = fn(rank, world, Path(tmp), *args)
         torch.save(out, Path(tmp) / f"result-{rank}.pt")
+        # meet before tearing the group down: a rank that destroys its group while a
+        # peer still talks to it can abort the peer at exit under load
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer ended on purpose (the killed-rank test)
+            pass
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
