@@ -91,7 +91,7 @@ class _CompressedStepper:
         from deepmc._device import intra_op_threads
         from deepmc._kernels import ObservedPattern
         from deepmc._solver import GradientDescent
-        from deepmc.models._compressed import compressed_residual_and_grads
+        from deepmc.models._compressed_step import compressed_residual_and_grads
 
         tr = problem.train
         m, n = tr.shape
@@ -134,7 +134,7 @@ class _FullStepper:
         from deepmc._device import intra_op_threads
         from deepmc._solver import GradientDescent
         from deepmc.init import epsilon_orthogonal
-        from deepmc.models._full import full_residual_and_grads
+        from deepmc.models._layered_net import full_residual_and_grads
 
         tr = problem.train
         m, n = tr.shape

@@ -1,45 +1,16 @@
-"""The end-to-end spectrum of a fit: plateau-aware stopping, and prune & polish.
+"""The spectral policy of a fit: plateau-aware stopping, and prune & polish.
 
 From small initialisation a deep linear network learns the singular directions of its
-target one after another (incremental learning; Saxe et al. 2014, Arora et al. 2019,
-Li, Luo & Lyu 2021). Between two directions the fitted values barely move, so a stop
-rule on their change alone fires on the saddle between them. The learned directions of
-``X = W_L ⋯ W_1`` stand apart from the not-yet-learned and spurious ones by a *gap* in
-its singular values; what is left to learn shows in the residual ``R = s·P_Ω(X − Y)``.
-This module reads both:
-
-* :func:`find_gap` — the largest ratio between consecutive singular values of ``X``;
-* :func:`escaping_direction` — the top singular value of ``R`` outside the ``keep``
-  learned directions of ``X``, once the directions below the gap are cut
-  (``N = (I − PPᵀ) R' (I − QQᵀ)`` with ``R'`` the residual of the cut matrix), and the
-  RMS singular value ("bulk") of ``N``. A direction that *stands out* of that bulk
-  (``σ₁(N) > OUTLIER · bulk``) and is not negligible beside the learned ones
-  (``σ₁(N) > σ₁(X) / RESOLUTION``) is a direction the data still ask for: the fit is
-  on a plateau. Noise, and the sampling spread of the learned part's error, give a flat
-  bulk (σ₁/bulk ≈ 2 for a square noise matrix) instead;
-* :func:`prune_compressed`, :func:`prune_layers` — cut ``X`` to its top ``keep``
-  directions and re-balance the layers (each carries the L-th root of the kept
-  singular values). Cut directions stay exactly zero under gradient descent (every
-  gradient through them has at least two zero factors), so the ε^L floor that small
-  initialisation leaves behind is gone and plain gradient descent *polishes* the kept
-  part to the exact low-rank solution;
-* :func:`rebalance_compressed` — the same ``X`` with its learned directions carried by
-  the factors (``U = P diag(u)``, ``u_i ∝ σ_i``), so that every one is corrected at the
-  rate of the top one (the ``"rate"`` balance of :func:`prune_compressed`);
-* :func:`reseed_compressed` — on a plateau the compressed network may have lost the
-  missing direction from the span of its factors; the spare slots are re-initialised
-  at scale ε along the top singular vectors of the residual, as greedy low-rank
-  learning does (Li, Luo & Lyu 2021).
-
-:class:`SpectralMonitor` applies them at the solver's checks (its ``stop_rule`` and
-``callback``).
+target one after another; :class:`SpectralMonitor` reads the spectrum of ``X`` and the
+residual at the solver's checks (its ``stop_rule`` and ``callback``) with
+:mod:`deepmc._spectral`, and edits the network through its own methods (``prune``,
+``rebalance``, ``reseed``: :class:`~deepmc.models._network.Network`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +18,6 @@ import numpy as np
 import torch
 
 from ._data import TrainingData
-from ._kernels import SMALL_ELEMENTS, _csr, chain_product
 from ._noise import (
     cut_rank,
     degrees_of_freedom,
@@ -57,29 +27,17 @@ from ._noise import (
     signal_rank,
     statistically_settled,
 )
+from ._spectral import (
+    LOCAL,
+    MIN_GAP,
+    LocalRows,
+    ResidualProducts,
+    escaping_direction,
+    find_gap,
+)
 
-__all__ = [
-    "LINEAR",
-    "LOCAL",
-    "MIN_GAP",
-    "OUTLIER",
-    "RESOLUTION",
-    "LocalRows",
-    "SpectralMonitor",
-    "chain_spectrum",
-    "compressed_spectrum",
-    "escaping_direction",
-    "find_gap",
-    "positive_qr",
-    "prune_compressed",
-    "prune_layers",
-    "rebalance_compressed",
-    "rebalance_for_polish",
-    "reseed_compressed",
-]
+__all__ = ["LINEAR", "OUTLIER", "RESOLUTION", "SpectralMonitor"]
 
-#: Smallest ratio between consecutive singular values of ``X`` that counts as a gap.
-MIN_GAP = 20.0
 #: ``σ₁(N) / bulk(N)`` above which a residual direction stands out of the noise bulk.
 OUTLIER = 3.0
 #: A residual direction weaker than ``σ₁(X) / RESOLUTION`` is below the resolution of
@@ -115,568 +73,6 @@ MAX_MOMENTUM = 0.9
 #: Checks a settled fit with a spectral gap waits for the prune before it may stop.
 PRUNE_WAIT = 2
 _TINY = float(np.finfo(float).tiny)
-
-
-def positive_qr(Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thin QR ``Y = Q R`` with ``diag(R) ≥ 0``: unique for a full-rank ``Y``.
-
-    Householder QR leaves the signs of ``R``'s diagonal to rounding; fixing them makes
-    the factors of a matrix the same whatever algorithm computed them (one QR, or the
-    TSQR of a distributed fit).
-    """
-    Q, R = torch.linalg.qr(Y)
-    d = min(R.shape)
-    sign = torch.sign(torch.diagonal(R)[:d])
-    sign[sign == 0] = 1
-    return Q[:, :d] * sign, R[:d] * sign[:, None]
-
-
-class LocalRows:
-    """The rows of every tall matrix (``m × b``) held by this one process.
-
-    The spectral analysis works on tall matrices — the left factor ``U``, the residual's
-    left singular vectors — through four operations, which a row-sharded fit replaces
-    (``deepmc.distributed._linalg.ShardedRows``, the rows split over ranks) while
-    everything else stays the same code:
-
-    * :meth:`sum_` — sum a small result over the holders of the rows (here: itself);
-    * :meth:`qr`, :meth:`svd` — thin QR (``R`` with a non-negative diagonal, so that
-      the factors do not depend on how they were computed) and SVD of a tall matrix,
-      returning this holder's rows of the left factor and the (replicated) small
-      factors;
-    * :meth:`n_rows` — the total row count from this holder's.
-    """
-
-    def sum_(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` summed over the holders of the rows, in place; returns it."""
-        return t
-
-    def qr(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Thin QR ``Y = Q R``, ``diag(R) ≥ 0``."""
-        return positive_qr(Y)
-
-    def svd(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Thin SVD ``Y = A diag(σ) Bᴴ``."""
-        return torch.linalg.svd(Y, full_matrices=False)
-
-    def n_rows(self, m: int) -> int:
-        """The number of rows of a matrix of which this holder has ``m``."""
-        return m
-
-
-#: The single-process :class:`LocalRows`.
-LOCAL = LocalRows()
-
-
-def find_gap(singular_values: Any, min_ratio: float = MIN_GAP) -> tuple[int, float]:
-    """Where the singular values drop most: ``(keep, ratio)``.
-
-    Parameters
-    ----------
-    singular_values : array-like of shape (k,)
-        Non-negative, in decreasing order.
-    min_ratio : float, default=MIN_GAP
-        The smallest ratio ``σ_keep / σ_{keep+1}`` that counts as a gap.
-
-    Returns
-    -------
-    keep : int
-        The number of values above the largest ratio, or ``k`` when that ratio is below
-        ``min_ratio`` (no gap: keep everything).
-    ratio : float
-        The largest ratio (``inf`` after an exact zero, 0 for fewer than two values).
-
-    Examples
-    --------
-    >>> find_gap([63.0, 50.0, 31.0, 1e-3, 5e-4])
-    (3, 31000.0)
-    >>> find_gap([1.0, 0.5, 0.25])
-    (3, 2.0)
-    """
-    s = np.asarray(singular_values, dtype=np.float64)
-    if s.ndim != 1 or (s.size and (not np.all(np.isfinite(s)) or s.min() < 0)):
-        raise ValueError(
-            f"singular_values: expected a 1-D array of finite non-negative values, got {s!r}."
-        )
-    if s.size < 2 or s[0] == 0:
-        return int(s.size), 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(s[1:] > 0, s[:-1] / np.where(s[1:] > 0, s[1:], 1.0), np.inf)
-    ratios[s[:-1] == 0] = 1.0  # 0 / 0: no gap between two exact zeros
-    i = int(np.argmax(ratios))
-    ratio = float(ratios[i])
-    return (i + 1, ratio) if ratio >= min_ratio else (int(s.size), ratio)
-
-
-def _signed(P: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P D, Q D)`` with ``D = ±1`` making each column's largest entry of ``Q`` positive.
-
-    Singular vectors are defined up to a joint sign, which QR and SVD pick by rounding:
-    this convention (as :func:`sklearn.utils.extmath.svd_flip`, decided by the right
-    vectors, which every rank of a distributed fit holds whole) makes the networks'
-    edits the same whichever factorisation produced the vectors.
-    """
-    if Q.numel() == 0:
-        return P, Q
-    idx = Q.abs().argmax(dim=0, keepdim=True)
-    sign = torch.sign(torch.gather(Q, 0, idx))
-    sign[sign == 0] = 1
-    return P * sign, Q * sign
-
-
-def compressed_spectrum(
-    U: torch.Tensor,
-    V: torch.Tensor,
-    cores: Sequence[torch.Tensor],
-    *,
-    rows: LocalRows = LOCAL,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD ``X = P diag(σ) Qᵀ`` of ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` without forming ``X``.
-
-    With ``U = Q_U R_U`` and ``V = Q_V R_V`` (QR), ``X = Q_U (R_U C R_Vᵀ) Q_Vᵀ``: a
-    ``k × k`` SVD. Cost O((m + n)·k²). With ``rows`` splitting ``U`` over ranks, ``P``
-    has this rank's rows (the QR of ``U`` is ``rows.qr``).
-
-    Returns
-    -------
-    P : Tensor of shape (m, k)
-    sigma : Tensor of shape (k,)
-    Q : Tensor of shape (n, k)
-    """
-    qu, ru = rows.qr(U)
-    qv, rv = torch.linalg.qr(V)
-    a, sigma, bh = torch.linalg.svd(ru @ chain_product(cores) @ rv.T)
-    P, Q = _signed(qu @ a, qv @ bh.T)
-    return P, sigma, Q
-
-
-def chain_spectrum(
-    layers: Sequence[torch.Tensor], *, rows: LocalRows = LOCAL
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD of ``X = W_L ⋯ W_1`` (``W_1`` is ``w × n``, ``W_L`` is ``m × w``).
-
-    A narrow network (``w < min(m, n)``) goes through QR of ``W_L`` and ``W_1ᵀ`` and a
-    ``w × w`` SVD; a full-width one takes the SVD of the ``m × n`` product. With
-    ``rows`` splitting ``W_L`` over ranks (a narrow network only), ``P`` has this rank's
-    rows.
-
-    Returns
-    -------
-    P : Tensor of shape (m, k)
-    sigma : Tensor of shape (k,)
-    Q : Tensor of shape (n, k)
-        With ``k = min(m, n, w)``.
-    """
-    first, last = layers[0], layers[-1]
-    m, n, w = rows.n_rows(last.shape[0]), first.shape[1], first.shape[0]
-    if w >= min(m, n):
-        a, sigma, bh = torch.linalg.svd(chain_product(layers), full_matrices=False)
-        P, Q = _signed(a, bh.T)
-        return P, sigma, Q
-    ql, rl = rows.qr(last)
-    qf, rf = torch.linalg.qr(first.T)
-    middle = rl
-    for W in reversed(layers[1:-1]):
-        middle = middle @ W
-    a, sigma, bh = torch.linalg.svd(middle @ rf.T)
-    P, Q = _signed(ql @ a, qf @ bh.T)
-    return P, sigma, Q
-
-
-def _balanced(sigma: torch.Tensor, keep: int, depth: int) -> torch.Tensor:
-    """``σ_i^{1/L}`` for the kept values, 0 for the others."""
-    d = torch.zeros_like(sigma)
-    d[:keep] = sigma[:keep].clamp_min(0) ** (1.0 / depth)
-    return d
-
-
-def prune_compressed(
-    U: torch.Tensor,
-    V: torch.Tensor,
-    cores: Sequence[torch.Tensor],
-    keep: int,
-    *,
-    balance: str = "cores",
-    rows: LocalRows = LOCAL,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Cut ``X = U · W̃_L ⋯ W̃_1 · Vᵀ`` to its top ``keep`` directions, balanced.
-
-    With the thin SVD ``X = P diag(σ) Qᵀ`` (:func:`compressed_spectrum`), the factors
-    become the rotated frames ``U ← P diag(u)``, ``V ← Q diag(u)`` (all ``k`` columns, so
-    that the kept directions can still turn inside the span of the factors; the ``k −
-    keep`` spare columns stay orthonormal) and every core ``W̃_l ← diag(w_1, …, w_keep,
-    0, …, 0)`` with ``u_i² w_i^L = σ_i``: the end-to-end matrix is the rank-``keep``
-    truncation of ``X``.
-
-    ``balance`` splits each ``σ_i`` between the factors and the cores:
-
-    ``"cores"``
-        ``u = 1``, ``w = σ^{1/L}``: orthonormal factors and balanced cores, the state
-        the full-width network reaches after :func:`prune_layers` (with frozen factors
-        the two then follow the same trajectory).
-    ``"rate"``
-        ``u_i = σ_i · σ₁^{−(L+1)/(L+2)}``, ``w_i = (σ_i / u_i²)^{1/L}``: the factors
-        carry the spectrum, for factors that move (γ > 0). A step of ``U`` moves ``X`` by
-        ``−γη R V CᵀC Vᵀ = −γη R Q diag(σ_i² / u_i²) Qᵀ`` (``C`` the core product,
-        ``R`` the residual), so every kept direction is corrected at the rate of the
-        top one instead of ``γη σ_i²``: the ``κ²`` of the polish (``κ = σ₁/σ_keep``)
-        leaves the factor steps, as in scaled gradient descent (Tong, Ma & Chi 2021),
-        here by a change of balance alone. The top direction is balanced over all
-        ``L + 2`` matrices (``u₁ = w₁ = σ₁^{1/(L+2)}``), so the largest curvature — the
-        step-size limit — is that of a balanced network. Gradient descent keeps the
-        imbalance (``UᵀU/γ − W̃_L W̃_Lᵀ`` and ``W̃_{l+1}ᵀW̃_{l+1} − W̃_l W̃_lᵀ`` are
-        conserved by gradient flow), so the polish keeps this rate.
-
-    Parameters
-    ----------
-    U : Tensor of shape (m, k)
-    V : Tensor of shape (n, k)
-    cores : sequence of Tensor of shape (k, k)
-        ``[W̃_1, …, W̃_L]``.
-    keep : int
-        Directions kept, ``0 ≤ keep ≤ k``.
-    balance : {"cores", "rate"}, default="cores"
-    rows : LocalRows, default=LOCAL
-        How the rows of ``U`` are held (split over ranks in a distributed fit).
-
-    Returns
-    -------
-    U, V, cores
-        New tensors (the inputs are not modified).
-
-    References
-    ----------
-    T. Tong, C. Ma, Y. Chi, "Accelerating ill-conditioned low-rank matrix estimation
-    via scaled gradient descent", JMLR 22 (2021).
-    """
-    if balance not in ("cores", "rate"):
-        raise ValueError(f"balance: expected 'cores' or 'rate', got {balance!r}.")
-    P, sigma, Q = compressed_spectrum(U, V, cores, rows=rows)
-    depth = len(cores)
-    if balance == "cores":
-        d = torch.diag(_balanced(sigma, keep, depth))
-        return P, Q, [d.clone() for _ in cores]
-    u, w = _rate_scales(sigma, keep, depth)
-    w[keep:] = 0
-    d = torch.diag(w)
-    return P * u, Q * u, [d.clone() for _ in cores]
-
-
-def _rate_scales(sigma: torch.Tensor, keep: int, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(u, w)`` with ``u_i² w_i^L = σ_i``: the ``"rate"`` balance on the top ``keep``.
-
-    The others get ``u = 1``, ``w = σ^{1/L}`` (orthonormal factors, balanced cores).
-    """
-    s = sigma.clamp_min(0)
-    u = torch.ones_like(s)
-    w = s ** (1.0 / depth)
-    if keep == 0 or float(s[0]) <= 0:
-        return u, w
-    u[:keep] = s[:keep] * s[0] ** (-(depth + 1) / (depth + 2))
-    live = torch.zeros_like(s, dtype=torch.bool)
-    live[:keep] = s[:keep] > 0  # an exact zero kept gets u = w = 0 there
-    w[:keep] = 0
-    w[live] = (s[live] / u[live].square()) ** (1.0 / depth)
-    return u, w
-
-
-def rebalance_compressed(
-    U: torch.Tensor,
-    V: torch.Tensor,
-    cores: Sequence[torch.Tensor],
-    keep: int,
-    *,
-    rows: LocalRows = LOCAL,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """The same ``X``, with the ``"rate"`` balance on its top ``keep`` directions, nothing cut.
-
-    As :func:`prune_compressed` with ``balance="rate"``, except that the directions past
-    ``keep`` stay (``u = 1``, cores ``σ^{1/L}``, as at ε-initialisation): the learned
-    directions are corrected at the rate of the top one while the spare slots keep
-    their own dynamics, free to learn a direction still missing.
-
-    Parameters
-    ----------
-    U, V, cores, keep, rows
-        As in :func:`prune_compressed`.
-
-    Returns
-    -------
-    U, V, cores
-        New tensors with ``U · W̃_L ⋯ W̃_1 · Vᵀ`` equal to the input's.
-    """
-    P, sigma, Q = compressed_spectrum(U, V, cores, rows=rows)
-    u, w = _rate_scales(sigma, keep, len(cores))
-    d = torch.diag(w)
-    return P * u, Q * u, [d.clone() for _ in cores]
-
-
-def prune_layers(
-    layers: Sequence[torch.Tensor], keep: int, *, rows: LocalRows = LOCAL
-) -> list[torch.Tensor]:
-    """Cut ``X = W_L ⋯ W_1`` (full width or narrow) to its top ``keep`` directions, balanced.
-
-    With ``X ≈ P diag(σ) Qᵀ`` truncated to ``keep`` directions, the hidden frames are the
-    images of the kept input directions, ``A_0 = Q`` and ``A_l = orth(W_l A_{l−1})``
-    (QR), and the layers become ``W_l ← A_l diag(σ^{1/L}) A_{l−1}ᵀ`` with ``A_L = P``:
-    each layer is a balanced rank-``keep`` factor and their product is the truncated
-    ``X``. Everything outside the kept directions is set to zero. By the law of
-    parsimony (Yaras et al. 2023) that complement is ``ρ(t)·`` (an orthogonal map) with
-    ``ρ → 0`` as ``ε → 0``, and its end-to-end contribution ``≈ ε^L`` is the error floor
-    of small initialisation; pruning takes that limit ``ρ = 0``, which gradient descent
-    then keeps (every gradient through the complement has two zero factors). The kept
-    part is exactly the compressed network's after :func:`prune_compressed`, so the
-    two still follow the same end-to-end trajectory.
-
-    Parameters
-    ----------
-    layers : sequence of Tensor
-        ``[W_1 (w × n), W_2 (w × w), …, W_L (m × w)]``.
-    keep : int
-    rows : LocalRows, default=LOCAL
-        How the rows of ``W_L`` are held (split over ranks in a distributed fit).
-
-    Returns
-    -------
-    list of Tensor
-        New layers of the same shapes.
-    """
-    P, sigma, Q = chain_spectrum(layers, rows=rows)
-    keep = min(keep, sigma.shape[0])
-    d = _balanced(sigma, keep, len(layers))[:keep]
-    frames = [Q[:, :keep]]
-    for W in layers[:-1]:
-        frames.append(torch.linalg.qr(W @ frames[-1])[0])
-    frames.append(P[:, :keep])
-    return [(frames[i + 1] * d) @ frames[i].T for i in range(len(layers))]
-
-
-def reseed_compressed(
-    U: torch.Tensor,
-    V: torch.Tensor,
-    cores: Sequence[torch.Tensor],
-    keep: int,
-    left: torch.Tensor,
-    right: torch.Tensor,
-    scale: float,
-    *,
-    rows: LocalRows = LOCAL,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Keep the top ``keep`` directions balanced; re-initialise the other slots at ``scale``.
-
-    The spare ``k − keep`` columns of ``U`` and ``V`` become ``left`` and ``right``
-    (directions orthogonal to the kept ones, e.g. the top singular vectors of the
-    residual outside them, oriented so that ``leftᵀ (Y − X) right ≥ 0``) and the cores
-    ``diag(σ^{1/L}, ε, …, ε)``: a fresh ε-initialisation of the spare capacity along what
-    the data still ask for.
-
-    Parameters
-    ----------
-    U, V, cores
-        As in :func:`prune_compressed`.
-    keep : int
-    left : Tensor of shape (m, k - keep)
-    right : Tensor of shape (n, k - keep)
-    scale : float
-        ε of the new slots.
-    rows : LocalRows, default=LOCAL
-        How the rows of ``U`` and ``left`` are held.
-
-    Returns
-    -------
-    U, V, cores
-        New tensors.
-    """
-    P, sigma, Q = compressed_spectrum(U, V, cores, rows=rows)
-    d = _balanced(sigma, keep, len(cores))
-    d[keep:] = scale
-    U_new = torch.cat([P[:, :keep], left], dim=1)
-    V_new = torch.cat([Q[:, :keep], right], dim=1)
-    return U_new, V_new, [torch.diag(d) for _ in cores]
-
-
-def rebalance_for_polish(
-    params: dict[str, list[torch.Tensor]],
-    keep: int,
-    lr_ratios: Any,
-    *,
-    rows: LocalRows = LOCAL,
-) -> bool:
-    """Give a pruned compressed network whose factors move the ``"rate"`` balance, in place.
-
-    After a prune the compressed network (``params`` with ``"factors"`` ``[U, V]`` and
-    ``"cores"``) polishes a rank-``keep`` factorisation. With factors that move
-    (``lr_ratios["factors"] > 0``) its state becomes :func:`prune_compressed`'s
-    ``balance="rate"`` of the same end-to-end matrix, so that every kept direction is
-    polished at the rate of the top one; other networks (no ``"factors"`` group, or
-    frozen factors) are left alone.
-
-    Parameters
-    ----------
-    params : dict of str to list of Tensor
-        The network's parameter groups, edited in place.
-    keep : int
-        The rank kept by the prune.
-    lr_ratios : mapping of str to float
-        The network's per-group learning-rate ratios (γ for ``"factors"``).
-    rows : LocalRows, default=LOCAL
-        How the rows of ``U`` are held.
-
-    Returns
-    -------
-    bool
-        Whether ``params`` were re-balanced.
-    """
-    if not _moving_factors(params, lr_ratios):
-        return False
-    U, V = params["factors"]
-    new = prune_compressed(U, V, params["cores"], keep, balance="rate", rows=rows)
-    _copy_params(params, new)
-    return True
-
-
-def _moving_factors(params: dict[str, list[torch.Tensor]], lr_ratios: Any) -> bool:
-    """Whether ``params`` are a compressed network's with factors that move (γ > 0)."""
-    return "factors" in params and "cores" in params and bool(lr_ratios.get("factors", 0.0))
-
-
-def _copy_params(
-    params: dict[str, list[torch.Tensor]],
-    new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]],
-) -> None:
-    U, V = params["factors"]
-    with torch.no_grad():
-        for p, q in zip([U, V, *params["cores"]], [new[0], new[1], *new[2]], strict=True):
-            p.copy_(q)
-
-
-class _Residual:
-    """``R = s·P_Ω(r)`` for a residual vector ``r`` on Ω, as products with ``R``, ``Rᵀ``.
-
-    A small matrix (``m·n`` ≤ ``SMALL_ELEMENTS``, where the kernels work densely too) is
-    held dense and multiplied by BLAS; a larger one as CSR matrices of ``R`` and ``Rᵀ``.
-    """
-
-    def __init__(self, data: TrainingData) -> None:
-        m, n = data.shape
-        self.data = data
-        self.small = m * n <= SMALL_ELEMENTS
-        if not self.small:
-            order = torch.argsort(data.cols * m + data.rows)
-            self.order = order
-            self.crow_t = torch._convert_indices_from_coo_to_csr(data.cols[order], n)
-            self.col_t = data.rows[order]
-
-    def bind(self, r: torch.Tensor) -> tuple[Any, Any, torch.Tensor | None]:
-        """``(x ↦ R x, y ↦ Rᵀ y, R dense or None)``."""
-        data = self.data
-        m, n = data.shape
-        vals = r * data.sampling_scale
-        if self.small:
-            D = torch.zeros((m, n), dtype=r.dtype, device=r.device)
-            D[data.rows, data.cols] = vals
-            return (lambda x: D @ x), (lambda y: D.T @ y), D
-        R = _csr(data.pattern.crow, data.pattern.col, vals, (m, n))
-        Rt = _csr(self.crow_t, self.col_t, vals[self.order], (n, m))
-        return (lambda x: R @ x), (lambda y: Rt @ y), None
-
-
-def escaping_direction(
-    mv: Any,
-    rmv: Any,
-    fro2: float,
-    P: torch.Tensor,
-    Q: torch.Tensor,
-    shape: tuple[int, int],
-    n_vectors: int = 4,
-    n_iter: int = 12,
-    generator: torch.Generator | None = None,
-    dense: torch.Tensor | None = None,
-    rows: LocalRows = LOCAL,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """Top singular triplets of ``−N = −(I − PPᵀ) R (I − QQᵀ)`` and the bulk of ``N``.
-
-    Block subspace iteration with the products ``mv(x) = R x`` and ``rmv(y) = Rᵀ y``
-    only (``R`` is never formed). With ``dense`` (``R`` itself, for a small matrix) the
-    iteration forms ``NᵀN`` once and takes one product and one QR a step instead of
-    two of each and four projections: the same iterates up to rounding (the start is
-    orthogonal to ``Q`` and QR normalisation does not change the subspace), about a
-    third of the cost on a 100 × 100 matrix. The bulk is the RMS singular value of ``N``,
-    ``‖N‖_F / √(min(m, n) − keep)`` with
-    ``‖N‖²_F = ‖R‖²_F − ‖PᵀR‖²_F − ‖RQ‖²_F + ‖PᵀRQ‖²_F``.
-
-    With ``rows`` splitting the rows of ``R`` over ranks, every rank passes its own
-    rows (of ``R``, ``P``, ``dense``) and its products; the sums over rows
-    (``Rᵀ y``, ``Pᵀ y``, ``NᵀN``, the norms) are ``rows.sum_`` and the tall QR and SVD
-    ``rows.qr`` and ``rows.svd``, so every rank ends with the same values and
-    right vectors and its own rows of ``left``.
-
-    Parameters
-    ----------
-    mv, rmv : callable
-        ``x ↦ R x`` (``(n, b) → (m, b)``) and ``y ↦ Rᵀ y`` (with ``rows`` split over
-        ranks: this rank's rows of ``R x`` and its term ``R_pᵀ y_p`` of the sum).
-    fro2 : float
-        ``‖R‖²_F`` (of the whole ``R``).
-    P : Tensor of shape (m, keep)
-    Q : Tensor of shape (n, keep)
-        Orthonormal kept directions (``keep`` may be 0).
-    shape : tuple of (int, int)
-    n_vectors : int, default=4
-        Triplets returned (the block has 4 more).
-    n_iter : int, default=12
-    generator : torch.Generator, default=None
-        Of the random start (CPU).
-    dense : Tensor of shape (m, n), default=None
-        ``R`` as a dense matrix, when it is small enough to hold.
-    rows : LocalRows, default=LOCAL
-        How the rows of ``R`` are held.
-
-    Returns
-    -------
-    left : Tensor of shape (m, n_vectors)
-    values : Tensor of shape (n_vectors,)
-        Decreasing; ``values[0]`` is ``σ₁(N)``.
-    right : Tensor of shape (n, n_vectors)
-        ``leftᵀ (−N) right = diag(values)``.
-    bulk : float
-    """
-    m, n = shape
-    keep = P.shape[1]
-
-    def left_out(y: torch.Tensor) -> torch.Tensor:
-        return y - P @ rows.sum_(P.T @ y) if keep else y
-
-    def right_out(x: torch.Tensor) -> torch.Tensor:
-        return x - Q @ (Q.T @ x) if keep else x
-
-    def rmv_sum(y: torch.Tensor) -> torch.Tensor:
-        return rows.sum_(rmv(y))
-
-    b = min(n_vectors + 4, max(1, min(m, n) - keep))
-    x = torch.randn(n, b, dtype=torch.float64, generator=generator).to(P)
-    x = torch.linalg.qr(right_out(x))[0]
-    if dense is not None:  # the same iterates, x ← orth(NᵀN x), one product a step
-        N = left_out(right_out(dense.T).T)  # (I − PPᵀ) R (I − QQᵀ)
-        gram = rows.sum_(N.T @ N)
-        for _ in range(n_iter):
-            x = torch.linalg.qr(gram @ x)[0]
-    else:
-        for _ in range(n_iter):
-            y = rows.qr(left_out(mv(x)))[0]
-            x = torch.linalg.qr(right_out(rmv_sum(y)))[0]
-    y = -left_out(mv(x))  # = −N x
-    a, values, bh = rows.svd(y)
-    a, right = _signed(a, x @ bh.T)
-    k = min(n_vectors, values.shape[0])
-    if keep:
-        RQ = mv(Q)
-        PtR = rmv_sum(P).T
-        PtRQ = rows.sum_(P.T @ RQ)
-        fro2 = fro2 - float(rows.sum_(RQ.square().sum())) - float(PtR.square().sum())
-        fro2 += float(PtRQ.square().sum())
-    bulk = math.sqrt(max(fro2, 0.0) / max(min(m, n) - keep, 1))
-    return a[:, :k], values[:k], right[:, :k], bulk
 
 
 @dataclass
@@ -776,7 +172,7 @@ class SpectralMonitor:
     noise: float | None = None
     _analysis: _Analysis | None = field(default=None, repr=False)
     _previous: tuple[np.ndarray, float] | None = field(default=None, repr=False)
-    _residual: _Residual | None = field(default=None, repr=False)
+    _residual: ResidualProducts | None = field(default=None, repr=False)
     _shape: tuple[int, int] | None = field(default=None, repr=False)
     _resumed_at: int | None = field(default=None, repr=False)
     _last_change: float | None = field(default=None, repr=False)
@@ -838,7 +234,7 @@ class SpectralMonitor:
                 kernels = data.pattern.kernels(an.P.dtype)
                 r = r - kernels.sampled(cut_left, an.Q[:, keep:])
             if self._residual is None:
-                self._residual = _Residual(data)
+                self._residual = ResidualProducts(data)
             mv, rmv, dense = self._residual.bind(r)
             fro2 = float(self.rows.sum_(r.square().sum())) * data.sampling_scale**2
             gen = torch.Generator().manual_seed(self.seed)
@@ -863,7 +259,7 @@ class SpectralMonitor:
         if r.shape != data.y.shape:  # a dense masked residual
             r = r[data.rows, data.cols]
         if self._residual is None:
-            self._residual = _Residual(data)
+            self._residual = ResidualProducts(data)
         mv, _, _ = self._residual.bind(r)
         along = self.rows.sum_((an.P[:, :keep] * mv(an.Q[:, :keep])).sum(dim=0)).abs()
         sigma = torch.as_tensor(an.sigma[:keep]).to(along)
@@ -1016,16 +412,15 @@ class SpectralMonitor:
         prev_sig, prev_next = previous
         stable = bool(np.max(np.abs(sig[:keep] - prev_sig[:keep]) / sig[:keep]) <= STABLE)
         level = INIT_MARGIN * float(self.network.init_scale) ** int(self.network.depth)
-        moving = _moving_factors(check.params, self.network.lr_ratios)
         with torch.no_grad():
             if stable and not self._escaping(check, an, keep):
                 self.network.prune(check.params, keep, rows=self.rows)
-                rebalance_for_polish(check.params, keep, self.network.lr_ratios, rows=self.rows)
+                self.network.rebalance_for_polish(check.params, keep, rows=self.rows)
                 self.pruned = keep
                 note = f"pruned to rank {keep}"
             elif (
                 stable
-                and hasattr(self.network, "reseed")
+                and self.network.can_reseed
                 and self.reseeds < sig.shape[0]
                 and nxt <= min(level, GROWTH * prev_next)  # the spare slots learn nothing
             ):
@@ -1037,10 +432,12 @@ class SpectralMonitor:
                     f"re-seeded {sig.shape[0] - keep} direction(s) along the residual "
                     f"(its top singular value {float(values[0]):.3g} × σ₁)"
                 )
-            elif moving and self.rebalanced != keep and self._linear(check, an, keep) <= LINEAR:
-                U, V = check.params["factors"]
-                new = rebalance_compressed(U, V, check.params["cores"], keep, rows=self.rows)
-                _copy_params(check.params, new)
+            elif (
+                self.network.rebalances
+                and self.rebalanced != keep
+                and self._linear(check, an, keep) <= LINEAR
+            ):
+                self.network.rebalance(check.params, keep, rows=self.rows)
                 self.rebalanced = keep
                 note = f"re-balanced the top {keep} direction(s)"
             else:
@@ -1140,7 +537,7 @@ class SpectralMonitor:
             return False
         with torch.no_grad():
             self.network.prune(check.params, keep, rows=self.rows)
-            rebalance_for_polish(check.params, keep, self.network.lr_ratios, rows=self.rows)
+            self.network.rebalance_for_polish(check.params, keep, rows=self.rows)
         self.pruned, self.noise = keep, sigma
         self._restart(check.optimizer, cut=True)
         self._previous = None

@@ -387,7 +387,7 @@ def test_row_weighted_decay_is_the_gradient_of_the_weighted_penalty(alpha):
     """
     from deepmc._data import prepare
     from deepmc._validation import Observations
-    from deepmc.models._compressed import CompressedNetwork
+    from deepmc.models._compressed_net import CompressedNetwork
     from deepmc.models._compressed_step import decay_weights
 
     m, n, k, L, lam = 12, 9, 4, 3, 0.07
@@ -476,7 +476,7 @@ def test_joint_biases_step_is_the_penalised_gradient_preconditioned():
     ``(s/2)‖r‖² + (s λ_b/2)(‖a‖² + ‖b‖²)`` divided by ``s (n + λ_b)``."""
     from deepmc._data import prepare
     from deepmc._validation import Observations
-    from deepmc.models._compressed import CompressedNetwork
+    from deepmc.models._compressed_net import CompressedNetwork
 
     m, n, k, L, reg = 12, 9, 4, 3, 2.5
     _, rows, cols = _pattern(m, n, 40, seed=4, empty_rows=True)

@@ -13,20 +13,17 @@ from sklearn.exceptions import ConvergenceWarning
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from deepmc._data import prepare
 from deepmc._kernels import chain_product
-from deepmc._prune import (
-    chain_spectrum,
+from deepmc._spectral import escaping_direction, find_gap
+from deepmc._validation import check_observations
+from deepmc.datasets import make_problem
+from deepmc.models._compressed_spectral import (
     compressed_spectrum,
-    escaping_direction,
-    find_gap,
     prune_compressed,
-    prune_layers,
     rebalance_compressed,
     rebalance_for_polish,
 )
-from deepmc._validation import check_observations
-from deepmc.datasets import make_problem
-from deepmc.models._compressed import compressed_residual_and_grads
-from deepmc.models._full import full_residual_and_grads
+from deepmc.models._compressed_step import compressed_residual_and_grads
+from deepmc.models._layered_net import chain_spectrum, full_residual_and_grads, prune_layers
 
 
 def _fitted_matrix(est, shape):
@@ -242,7 +239,9 @@ def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
     rate, est = polish_steps()
     norms = np.linalg.norm(est.U_[:, :2], axis=0)
     assert norms[1] < 0.5 * norms[0]  # the factors carry the spectrum to the end
-    monkeypatch.setattr(prune_module, "rebalance_for_polish", lambda *args, **kwargs: False)
+    from deepmc.models._compressed_net import CompressedNetwork
+
+    monkeypatch.setattr(CompressedNetwork, "rebalance_for_polish", lambda *args, **kwargs: False)
     cores, _ = polish_steps()
     assert rate <= 200 and cores >= 4 * rate, (rate, cores)
 
@@ -560,7 +559,7 @@ def test_escaping_direction_dense_gram_iteration_matches_the_products(keep):
 def test_residual_products_dense_when_small_csr_when_large(shape):
     """``R x`` and ``Rᵀ y`` of ``R = s·P_Ω(r)``: dense below the kernels' threshold, CSR above."""
     from deepmc._kernels import SMALL_ELEMENTS
-    from deepmc._prune import _Residual
+    from deepmc._spectral import ResidualProducts
     from deepmc._validation import Observations
 
     m, n = shape
@@ -571,7 +570,7 @@ def test_residual_products_dense_when_small_csr_when_large(shape):
     r = torch.as_tensor(rng.standard_normal(rows.size))
     R = np.zeros(shape)
     R[rows, cols] = r.numpy() * data.sampling_scale
-    mv, rmv, dense = _Residual(data).bind(r)
+    mv, rmv, dense = ResidualProducts(data).bind(r)
     assert (dense is not None) == (m * n <= SMALL_ELEMENTS)
     if dense is not None:
         np.testing.assert_array_equal(dense.numpy(), R)
@@ -582,7 +581,7 @@ def test_residual_products_dense_when_small_csr_when_large(shape):
 
 @pytest.mark.parametrize("shape", [(30, 4), (4, 6), (12, 12)])
 def test_positive_qr_is_the_unique_qr_with_a_non_negative_diagonal(shape):
-    from deepmc._prune import positive_qr
+    from deepmc._spectral import positive_qr
 
     Y = torch.from_numpy(np.random.default_rng(0).standard_normal(shape))
     Q, R = positive_qr(Y)

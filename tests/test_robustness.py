@@ -25,7 +25,7 @@ from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning, No
 import deepmc._base as base
 import deepmc._data as data_module
 import deepmc._solver as solver
-import deepmc.models._full as full_module
+import deepmc.models._layered_net as layered_module
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, DivergenceError
 
 M, N = 20, 15
@@ -262,12 +262,12 @@ def test_predict_and_transform_check_their_input(make, data):
 
 
 def test_full_width_too_large_is_refused_before_allocating(data, monkeypatch):
-    monkeypatch.setattr(full_module, "available_bytes", lambda device: 10_000)
+    monkeypatch.setattr(layered_module, "available_bytes", lambda device: 10_000)
 
     def no_alloc(*args, **kwargs):
         raise AssertionError("weights allocated before the memory check")
 
-    monkeypatch.setattr(full_module, "epsilon_orthogonal", no_alloc)
+    monkeypatch.setattr(layered_module, "epsilon_orthogonal", no_alloc)
     with pytest.raises(
         MemoryError, match=r"needs about .* GiB.*Use CompressedDeepMatrixCompletion"
     ):

@@ -26,9 +26,10 @@ import torch
 
 from .._data import TrainingData
 from .._solver import Params
+from .._spectral import LOCAL, LocalRows
 from ..init import epsilon_orthogonal
-from ..models._compressed import compressed_residual_and_grads
-from ..models._full import FullNetwork, layer_factors
+from ..models._compressed_step import compressed_residual_and_grads
+from ..models._layered_net import LayerEdits, layer_factors
 from ._comm import Comm
 
 __all__ = ["NarrowShardedNetwork", "ShardedNetwork"]
@@ -68,8 +69,8 @@ class ShardedNetwork:
     def n_singular(self) -> int:
         return self.inner.n_singular
 
-    # the spectral analysis (deepmc._prune.SpectralMonitor) calls the inner network's
-    # methods on this rank's rows, passing the ranks' ShardedRows
+    # the spectral policy (deepmc._policy.SpectralMonitor) calls the inner network's
+    # edits on this rank's rows, passing the ranks' ShardedRows
     @property
     def init_scale(self) -> float:
         return self.inner.init_scale
@@ -79,19 +80,42 @@ class ShardedNetwork:
         return self.inner.depth
 
     @property
-    def spectrum(self) -> Any:
-        """The inner network's ``spectrum(params, *, rows)``."""
-        return self.inner.spectrum
+    def can_reseed(self) -> bool:
+        return self.inner.can_reseed
 
     @property
-    def prune(self) -> Any:
-        """The inner network's ``prune(params, keep, *, rows)``."""
-        return self.inner.prune
+    def rebalances(self) -> bool:
+        return self.inner.rebalances
 
-    @property
-    def reseed(self) -> Any:
-        """The inner network's ``reseed``; an ``AttributeError`` when it has none."""
-        return self.inner.reseed
+    def spectrum(
+        self, params: Params, *, rows: LocalRows = LOCAL
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The inner network's :meth:`~deepmc.models._network.Network.spectrum`."""
+        return self.inner.spectrum(params, rows=rows)
+
+    def prune(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
+        """The inner network's :meth:`~deepmc.models._network.Network.prune`."""
+        self.inner.prune(params, keep, rows=rows)
+
+    def rebalance(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
+        """The inner network's :meth:`~deepmc.models._network.Network.rebalance`."""
+        self.inner.rebalance(params, keep, rows=rows)
+
+    def rebalance_for_polish(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> bool:
+        """The inner network's :meth:`~deepmc.models._network.Network.rebalance_for_polish`."""
+        return self.inner.rebalance_for_polish(params, keep, rows=rows)
+
+    def reseed(
+        self,
+        params: Params,
+        keep: int,
+        left: torch.Tensor,
+        right: torch.Tensor,
+        *,
+        rows: LocalRows = LOCAL,
+    ) -> None:
+        """The inner network's :meth:`~deepmc.models._network.Network.reseed`."""
+        self.inner.reseed(params, keep, left, right, rows=rows)
 
     def _local_terms(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         if data.pattern.n_observed:
@@ -133,11 +157,12 @@ class ShardedNetwork:
 
 
 @dataclass(frozen=True)
-class NarrowShardedNetwork:
+class NarrowShardedNetwork(LayerEdits):
     """The narrow network ``X = W_L ⋯ W_1`` (width ``w``) on sparse kernels, for one rank.
 
     The single-process narrow network forms dense ``m × n`` arrays; on a row shard the
-    same model is the compressed product with ``U = W_L`` (the rank's rows),
+    same model (its spectral edits those of :class:`~deepmc.models._layered_net.LayerEdits`,
+    with the ranks' rows of ``W_L``) is the compressed product with ``U = W_L`` (the rank's rows),
     ``V = W_1ᵀ`` and the cores ``W_2 … W_{L−1}``, all moving at the same step. Its
     gradients equal those of the dense form up to the order of summation.
 
@@ -193,11 +218,6 @@ class NarrowShardedNetwork:
 
     def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return layer_factors(params["layers"])
-
-    # the layers of the single-process narrow network: its spectrum and prune, with the
-    # ranks' rows of W_L (chain_spectrum, prune_layers)
-    spectrum = FullNetwork.spectrum
-    prune = FullNetwork.prune
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * self.width * self.depth
