@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._data import HeldOut, prepare, split_validation, top_spectrum
 from ._device import make_generator, resolve_device, resolve_dtype
 from ._foldin import RowPrior, complete_rows, fold_in, residual_noise_variance, row_prior
-from ._prune import SpectralMonitor
+from ._policy import SpectralMonitor
 from ._solver import DivergenceError, SolveResult, gradient_descent
 from ._threads import fit_threads
 from ._validation import (

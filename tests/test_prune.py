@@ -218,12 +218,12 @@ def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
     σ = (1, 0.3) at 50 % of 60 × 50: with the "cores" balance a factor step corrects the
     second direction at (0.3)² of the rate of the first.
     """
-    import deepmc._prune as prune_module
+    import deepmc._policy._momentum as momentum_module
 
     problem = make_problem(
         shape=(60, 50), rank=2, fraction=0.5, spectrum=[1.0, 0.3], random_state=0
     )
-    monkeypatch.setattr(prune_module, "MAX_MOMENTUM", 0.0)  # the balance alone
+    monkeypatch.setattr(momentum_module, "MAX_MOMENTUM", 0.0)  # the balance alone
 
     def polish_steps():
         est = _strict_fit(
@@ -272,7 +272,7 @@ def _steps_to(est, target):
 
 def test_early_rebalance_happens_in_the_linear_regime_and_saves_steps(monkeypatch):
     """On problem A the learned directions are re-balanced before the prune, not after."""
-    import deepmc._prune as prune_module
+    import deepmc._policy._analysis as analysis_module
 
     problem = make_problem("A", random_state=0)
 
@@ -289,7 +289,7 @@ def test_early_rebalance_happens_in_the_linear_regime_and_saves_steps(monkeypatc
     assert events[0] == "re-balanced the top 5 direction(s)"
     assert "pruned to rank 5" in events[1:]
     early = _steps_to(est, 1e-4)
-    monkeypatch.setattr(prune_module, "LINEAR", -1.0)  # never in the linear regime
+    monkeypatch.setattr(analysis_module, "LINEAR", -1.0)  # never in the linear regime
     late = fit()
     assert not any("re-balanced" in e for e in late.history_["event"])
     assert early <= 400 and _steps_to(late, 1e-4) >= early + 50

@@ -23,7 +23,7 @@ from sklearn.utils import check_random_state
 from .._data import TrainingData
 from .._device import make_generator, resolve_device, resolve_dtype
 from .._kernels import ObservedPattern
-from .._prune import SpectralMonitor
+from .._policy import SpectralMonitor
 from .._solver import Params, gradient_descent
 from .._validation import check_params
 from ..init import _seed
