@@ -22,7 +22,7 @@ from deepmc.models._compressed_spectral import (
     rebalance_compressed,
     rebalance_for_polish,
 )
-from deepmc.models._compressed_step import compressed_residual_and_grads
+from deepmc.models._compressed_step import CompressedWorkspace, compressed_residual_and_grads
 from deepmc.models._layered_net import chain_spectrum, full_residual_and_grads, prune_layers
 
 
@@ -493,9 +493,10 @@ def _gd_by_hand(obs, est_1, steps):
         return [W.numpy() for W in layers]
     U, V = torch.tensor(est_1.U_), torch.tensor(est_1.V_)
     cores = [torch.tensor(W) for W in est_1.cores_]
+    workspace = CompressedWorkspace(data.pattern.kernels(U.dtype), U.shape[1], len(cores))
     for _ in range(steps):
         _, gU, gV, gc = compressed_residual_and_grads(
-            data.pattern, data.y, data.sampling_scale, U, V, cores, reuse=True
+            data.pattern, data.y, data.sampling_scale, U, V, cores, workspace=workspace
         )
         for W, g in zip(cores, gc):
             W.add_(g, alpha=-lr)

@@ -501,15 +501,20 @@ def _sigint_at(monkeypatch, est, steps):
     """Send a real SIGINT to this process while computing the gradient of ``steps``."""
     calls = {"n": 0}
     network = type(est._build_network(1e-2))
-    original = network.residual_and_grads
+    original = network.stepper
 
-    def loss_and_grads(self, data, params):
-        if calls["n"] in steps:
-            os.kill(os.getpid(), signal.SIGINT)
-        calls["n"] += 1
-        return original(self, data, params)
+    def stepper(self, data):
+        step = original(self, data)
 
-    monkeypatch.setattr(network, "residual_and_grads", loss_and_grads)
+        def loss_and_grads(params):
+            if calls["n"] in steps:
+                os.kill(os.getpid(), signal.SIGINT)
+            calls["n"] += 1
+            return step(params)
+
+        return loss_and_grads
+
+    monkeypatch.setattr(network, "stepper", stepper)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -17,8 +17,9 @@ descent, up to the order of summation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -117,15 +118,19 @@ class ShardedNetwork:
         """The inner network's :meth:`~deepmc.models._network.Network.reseed`."""
         self.inner.reseed(params, keep, left, right, rows=rows)
 
-    def _local_terms(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
-        if data.pattern.n_observed:
-            return self.inner.residual_and_grads(data, params)
-        # no observation on this rank: a zero residual, zero gradients
-        return data.y.new_zeros(0), {k: [torch.zeros_like(p) for p in v] for k, v in params.items()}
+    def stepper(self, data: TrainingData) -> Callable[[Params], tuple[torch.Tensor, Params]]:
+        """The inner network's steps on this rank's rows, their replicated gradients summed."""
+        if not data.pattern.n_observed:  # no observation on this rank: zero terms
+            return lambda params: self._reduce(*_no_terms(data, params))
+        local = self.inner.stepper(data)
+        return lambda params: self._reduce(*local(params))
 
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         """Local residual, the local gradient of the rows, and summed replicated gradients."""
-        resid, grads = self._local_terms(data, params)
+        return self.stepper(data)(params)
+
+    def _reduce(self, resid: torch.Tensor, grads: Params) -> tuple[torch.Tensor, Params]:
+        """Sum the replicated gradients (and ``‖R_p‖², N_p``) over the ranks, in place."""
         shared = [
             (name, i)
             for name, gs in grads.items()
@@ -154,6 +159,11 @@ class ShardedNetwork:
 
     def step_work(self, data: TrainingData) -> int:
         return self.inner.step_work(data)
+
+
+def _no_terms(data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+    """A zero residual and zero gradients: the terms of a rank without observations."""
+    return data.y.new_zeros(0), {k: [torch.zeros_like(p) for p in v] for k, v in params.items()}
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,10 @@ class NarrowShardedNetwork(LayerEdits):
         if not middle:  # depth 2: X = W_2 W_1, an identity core that is never trained
             middle = [torch.eye(self.width, dtype=layers[0].dtype, device=layers[0].device)]
         return layers[-1], layers[0].T, middle
+
+    def stepper(self, data: TrainingData) -> Callable[[Params], tuple[torch.Tensor, Params]]:
+        """:meth:`residual_and_grads` on ``data`` (it keeps no workspace of its own)."""
+        return partial(self.residual_and_grads, data)
 
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         U, V, middle = self._split(params)

@@ -29,7 +29,7 @@ from ._compressed_spectral import (
     rebalance_for_polish,
     reseed_compressed,
 )
-from ._compressed_step import compressed_residual_and_grads, decay_excess, jacobi_bias_steps
+from ._compressed_step import CompressedStepper
 
 __all__ = ["CompressedNetwork"]
 
@@ -53,7 +53,7 @@ class CompressedNetwork:
     weight_decay : float, default=0.0
         λ, which the optimizer applies to every parameter uniformly.
     decay_weighting : float, default=0.0
-        α: with ``λ > 0`` and ``α > 0``, :meth:`residual_and_grads` adds the excess
+        α: with ``λ > 0`` and ``α > 0``, the step (:meth:`stepper`) adds the excess
         ``λ(w_u − 1) U_u`` and ``λ(w_i − 1) V_i`` of the row-weighted decay (see
         :func:`~deepmc.models._compressed_step.decay_weights`) to the factor gradients,
         so that optimizer and network together apply ``λ w_u U_u``. With ``α = 0`` the
@@ -119,33 +119,17 @@ class CompressedNetwork:
             params["biases"] = [torch.zeros(m, 1, **opts), torch.zeros(n, 1, **opts)]
         return params
 
-    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
-        """As :func:`compressed_residual_and_grads` with ``reuse=True``.
+    def stepper(self, data: TrainingData) -> CompressedStepper:
+        """The steps of one fit on ``data`` (:class:`CompressedStepper`), built once.
 
-        The residual and the gradients of ``U`` and ``V`` live in buffers of
-        ``data.pattern`` that the next call overwrites: the solver copies what it keeps.
+        Its residual and the gradients of ``U`` and ``V`` live in a workspace that the
+        next call overwrites: the solver copies what it keeps.
         """
-        U, V = params["factors"]
-        y = data.y
-        if self.bias_reg is not None:  # the network fits what the biases leave
-            a, b = params["biases"]
-            y = y - a.reshape(-1).index_select(0, data.rows)  # faster than a[rows, 0]
-            y = y.sub_(b.reshape(-1).index_select(0, data.cols))
-        resid, gU, gV, gcores = compressed_residual_and_grads(
-            data.pattern, y, data.sampling_scale, U, V, params["cores"], reuse=True
-        )
-        if self.weight_decay != 0 and self.decay_weighting != 0:
-            kernels = data.pattern.kernels(U.dtype)
-            key = ("compressed.decay_excess", self.decay_weighting)
-            excess_u, excess_v = kernels.memo(
-                key, lambda: decay_excess(data.pattern, self.decay_weighting, U.dtype)
-            )
-            gU.addcmul_(excess_u, U, value=self.weight_decay)
-            gV.addcmul_(excess_v, V, value=self.weight_decay)
-        grads = {"cores": gcores, "factors": [gU, gV]}
-        if self.bias_reg is not None:
-            grads["biases"] = jacobi_bias_steps(data, resid, params["biases"], self.bias_reg)
-        return resid, grads
+        return CompressedStepper(self, data)
+
+    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+        """One step's residual and gradients (a fresh :meth:`stepper`: for one-off calls)."""
+        return self.stepper(data)(params)
 
     def targets(self, data: TrainingData) -> torch.Tensor:
         return data.y

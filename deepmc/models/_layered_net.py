@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -281,6 +282,10 @@ class FullNetwork(LayerEdits):
         ]  # fmt: skip
         data.dense_targets()
         return {"layers": layers}
+
+    def stepper(self, data: TrainingData) -> Callable[[Params], tuple[torch.Tensor, Params]]:
+        """:meth:`residual_and_grads` on ``data`` (it keeps no workspace of its own)."""
+        return partial(self.residual_and_grads, data)
 
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         Y, M = data.dense_targets()

@@ -11,7 +11,7 @@ groups ``{group: [tensor, ...]}``; each group moves at ``lr · lr_ratios[group]`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,7 +27,7 @@ __all__ = ["Network"]
 class Network(Protocol):
     """The contract of a network (see :class:`~deepmc.models._compressed_net.CompressedNetwork`).
 
-    The solver uses ``lr_ratios``, :meth:`residual_and_grads`, :meth:`targets`,
+    The solver uses ``lr_ratios``, :meth:`stepper`, :meth:`targets`,
     :meth:`factors` and :meth:`step_work`; the spectral policy ``init_scale``,
     ``depth``, ``can_reseed``, ``rebalances`` and the edits from :meth:`spectrum` on;
     the estimator the rest. Every edit takes ``rows``, how the rows of the left factor
@@ -56,10 +56,18 @@ class Network(Protocol):
     ) -> Params:
         """Initial parameters on ``data``'s device, from the top singular vectors ``u``, ``v``."""
 
+    def stepper(self, data: TrainingData) -> Callable[[Params], tuple[torch.Tensor, Params]]:
+        """:meth:`residual_and_grads` on ``data`` as a function of the parameters.
+
+        Built once per fit, with whatever the steps reuse (buffers, constants of
+        ``data``); what it returns may live in buffers that the next call overwrites.
+        """
+
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         """``P_Ω(X − Y)`` (any layout) and the gradients of ``(s/2)‖P_Ω(X − Y)‖²``.
 
-        The gradients come in the order of ``params``, group by group.
+        The gradients come in the order of ``params``, group by group. One call; a
+        training loop takes its steps from a :meth:`stepper`.
         """
 
     def targets(self, data: TrainingData) -> torch.Tensor:
