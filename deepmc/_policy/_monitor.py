@@ -145,6 +145,14 @@ class SpectralMonitor:
 
     def callback(self, check: Any) -> bool:
         """Prune, re-seed or re-balance ``check.params`` in place when the spectrum says so."""
+        try:
+            return self._edit(check)
+        finally:
+            # the analysis (and the residual it refers to) is this check's: the next
+            # check analyses afresh, so nothing is held past it
+            self.analysis.forget()
+
+    def _edit(self, check: Any) -> bool:
         state = self.state
         if not self.prune or check.iteration == self._resumed_at:
             return False
