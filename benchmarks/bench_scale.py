@@ -91,7 +91,10 @@ class _CompressedStepper:
         from deepmc._device import intra_op_threads
         from deepmc._kernels import ObservedPattern
         from deepmc._solver import GradientDescent
-        from deepmc.models._compressed import compressed_residual_and_grads
+        from deepmc.models._compressed_step import (
+            CompressedWorkspace,
+            compressed_residual_and_grads,
+        )
 
         tr = problem.train
         m, n = tr.shape
@@ -114,13 +117,14 @@ class _CompressedStepper:
             [{"params": self.cores, "lr": 1.0 / L}, {"params": [self.U, self.V], "lr": 0.2}]
         )
         self._residual_and_grads = compressed_residual_and_grads
+        self.workspace = CompressedWorkspace(self.pattern.kernels(dtype), k, L)
         self.N = tr.n_observed
         # the intra-op thread count of the fit loop: ``with stepper.threads(): ...``
         self.threads = lambda: intra_op_threads(torch.device(device), self.N * k * L)
 
     def step(self) -> None:
         _resid, gU, gV, gcores = self._residual_and_grads(
-            self.pattern, self.y, self.s, self.U, self.V, self.cores, reuse=True
+            self.pattern, self.y, self.s, self.U, self.V, self.cores, workspace=self.workspace
         )
         self.opt.step([gcores, [gU, gV]])  # as the fit loop passes them
 
@@ -134,7 +138,7 @@ class _FullStepper:
         from deepmc._device import intra_op_threads
         from deepmc._solver import GradientDescent
         from deepmc.init import epsilon_orthogonal
-        from deepmc.models._full import full_residual_and_grads
+        from deepmc.models._layered_net import full_residual_and_grads
 
         tr = problem.train
         m, n = tr.shape

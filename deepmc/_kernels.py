@@ -9,9 +9,7 @@ products ``(A Bᵀ)_Ω`` (dense row blocks picked by index, or
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -238,7 +236,6 @@ class PatternKernels:
         self._index_dtype = torch.int32 if max(N, m, n) < 2**31 - 1 else torch.int64
         self._blocks: list = []
         self._buffers: dict = {}
-        self._memo: dict = {}
         self._values_t: torch.Tensor | None = None
         if method == "small":
             self._linear = rows * n + pattern.col  # int64: the index of ``scatter_``
@@ -449,18 +446,6 @@ class PatternKernels:
         torch.addmm(RB, R, B, beta=0, alpha=alpha, out=RB)
         torch.addmm(RtA, self._dense_t, A, beta=0, alpha=alpha, out=RtA)
         return resid, RB, RtA
-
-    def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        """``build()``, called once per ``key`` and kept (per-step lookups cost one dict get).
-
-        A training step keeps its group of :meth:`buffer` tensors here, so that fetching
-        them costs one lookup instead of one per buffer.
-        """
-        try:
-            return self._memo[key]
-        except KeyError:
-            value = self._memo[key] = build()
-            return value
 
     def buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A persistent tensor of this dtype and device, by ``name`` and ``shape`` (zeros at first).

@@ -28,7 +28,7 @@ out of it:
 * :func:`cut_rank` — the self-consistent rank ``k``: the most directions such that the
   ``k``-th clears the edge of the noise level estimated with ``k`` directions fitted.
 
-:class:`deepmc._prune.SpectralMonitor` uses them to cut the fit at the noise edge and
+:class:`deepmc._policy.SpectralMonitor` uses them to cut the fit at the noise edge and
 stop polishing the noise; the estimators report :func:`noise_level` (in data units) as
 ``noise_level_``.
 

@@ -4,7 +4,7 @@ An estimator's hyper-parameters are resolved once into a :class:`FitPlan` (the n
 at its initial scale ε, η, the stop rule's settings, the prune policy);
 :func:`run_plan` runs the descent of a plan on prepared data, with the spectral
 monitor (the plateau-aware stop rule, prune and polish of
-:class:`~deepmc._prune.SpectralMonitor`), and returns a :class:`FitResult`, whose
+:class:`~deepmc._policy.SpectralMonitor`), and returns a :class:`FitResult`, whose
 :meth:`FitResult.warn` says how the fit stopped when it did not converge. The fitted
 attributes of an estimator are written from one record, :class:`FittedState`, by
 :meth:`deepmc._base._BaseDeepMC._set_fitted`, whether the fit ran in this process,
@@ -25,8 +25,9 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ._data import HeldOut, TrainingData
 from ._params import Params
-from ._prune import LOCAL, LocalRows, SpectralMonitor
+from ._policy import SpectralMonitor
 from ._solver import Reduce, SolveResult, gradient_descent
+from ._spectral import LOCAL, LocalRows
 
 if TYPE_CHECKING:
     from .models._network import Network
@@ -81,7 +82,7 @@ class FitPlan:
     def monitor(
         self, data: TrainingData, *, scale: float, rows: LocalRows = LOCAL
     ) -> SpectralMonitor:
-        """The :class:`~deepmc._prune.SpectralMonitor` of this plan on ``data``."""
+        """The :class:`~deepmc._policy.SpectralMonitor` of this plan on ``data``."""
         return SpectralMonitor(
             self.network, data, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             prune=self.prune, scale=scale, rows=rows,

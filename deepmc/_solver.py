@@ -383,8 +383,8 @@ def gradient_descent(
     Parameters
     ----------
     network : Network
-        Gives ``residual_and_grads``, ``targets``, ``factors``, ``lr_ratios`` and
-        ``step_work``.
+        Gives ``stepper`` (the residual and gradients of a step, built once here),
+        ``targets``, ``factors``, ``lr_ratios`` and ``step_work``.
     data : TrainingData
     params : dict of str to list of Tensor
     lr : float
@@ -471,19 +471,20 @@ def gradient_descent(
 def _loop(cfg: _Config, state: _State, start_iter: int, check_every: int) -> str:
     """Step until a check says stop; return the reason."""
     threads = StepThreads(cfg.data.device, cfg.network.step_work(cfg.data))
+    residual_and_grads = cfg.network.stepper(cfg.data)  # its workspace, built once
     # the networks' gradients are closed form: no op of the loop records a graph, and
     # with grad mode off the per-step checks for parameters that require grad are skipped
     with cfg.interrupt or Interrupt() as interrupt, threads, torch.no_grad():
         while True:
             at_check = (state.it - start_iter) % check_every == 0 or state.it >= cfg.end_iter
-            resid, grads = cfg.network.residual_and_grads(cfg.data, cfg.params)
+            resid, grads = residual_and_grads(cfg.params)
             # a state restored after a back-off was checked already
             if (at_check or interrupt.requested) and not state.restored:
                 outcome = _check(cfg, state, resid, interrupt.requested)
                 if outcome == "backed_off":
                     continue
                 if outcome == "edited":
-                    resid, grads = cfg.network.residual_and_grads(cfg.data, cfg.params)
+                    resid, grads = residual_and_grads(cfg.params)
                     _snapshot(cfg, state, resid)
                 elif outcome:
                     return outcome

@@ -15,7 +15,7 @@ from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from deepmc._kernels import chain_product
 from deepmc.datasets import make_problem
 from deepmc.init import epsilon_orthogonal
-from deepmc.models._full import full_loss_and_grads
+from deepmc.models._layered_net import full_loss_and_grads
 
 
 def _fit(est, problem):

@@ -309,7 +309,7 @@ PLATEAU_BOUNDS = [0, 0, 23, 60]
 
 def _sharded_escape(rows_split, problem, keep: int, dense: bool):
     """The escaping direction of a random residual on Ω, computed on this rank's rows."""
-    from deepmc._prune import LOCAL, escaping_direction
+    from deepmc._spectral import LOCAL, escaping_direction
 
     r, c, _, (m, n) = problem
     rng = np.random.default_rng(5)

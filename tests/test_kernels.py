@@ -11,6 +11,7 @@ import torch
 from deepmc._kernels import ObservedPattern, PatternKernels
 from deepmc._solver import GradientDescent
 from deepmc.models._compressed_step import (
+    CompressedWorkspace,
     compressed_loss_and_grads,
     compressed_residual_and_grads,
 )
@@ -144,8 +145,8 @@ def test_tall_layout_follows_the_method(method, column_major):
     pat._kernels[(torch.float64, rows.device)] = kern
     y = torch.randn(rows.shape[0], dtype=torch.float64)
     cores = [torch.eye(k, dtype=torch.float64)] * 3
-    for reuse in (False, True):
-        _, gU, gV, _ = compressed_residual_and_grads(pat, y, 2.0, A, B, cores, reuse=reuse)
+    for workspace in (None, CompressedWorkspace(kern, k, len(cores))):
+        _, gU, gV, _ = compressed_residual_and_grads(pat, y, 2.0, A, B, cores, workspace=workspace)
         assert gU.t().is_contiguous() is column_major and gV.t().is_contiguous() is column_major
 
 
@@ -179,7 +180,7 @@ def test_kernels_cached_per_dtype():
 def test_compressed_residual_and_grads_match_autograd(method, reuse):
     """The step equals autograd on the dense loss to rounding (1e-12), for every kernel path.
 
-    With ``reuse`` the results land in the pattern's buffers; a second call with other
+    With ``reuse`` the results land in a workspace; a second call with other
     parameters must give that call's gradients, not stale ones.
     """
     m, n, k, L = 12, 9, 4, 3
@@ -190,6 +191,7 @@ def test_compressed_residual_and_grads_match_autograd(method, reuse):
     g = torch.Generator().manual_seed(2)
     y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
     s = m * n / rows.shape[0]
+    workspace = CompressedWorkspace(pat.kernels(torch.float64), k, L) if reuse else None
     for trial in range(2):
         U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
         V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
@@ -203,8 +205,9 @@ def test_compressed_residual_and_grads_match_autograd(method, reuse):
         (0.5 * s * ((X[rows, cols] - y) ** 2).sum()).backward()
         with torch.no_grad():
             resid, gU, gV, gcores = compressed_residual_and_grads(
-                pat, y, s, U.detach(), V.detach(), [c.detach() for c in cores], reuse=reuse
-            )
+                pat, y, s, U.detach(), V.detach(), [c.detach() for c in cores],
+                workspace=workspace,
+            )  # fmt: skip
         exact = {"rtol": 1e-12, "atol": 0.0}
         torch.testing.assert_close(resid, (X[rows, cols] - y).detach(), **exact)
         torch.testing.assert_close(gU, U.grad, **exact)
@@ -212,9 +215,8 @@ def test_compressed_residual_and_grads_match_autograd(method, reuse):
         for got, c in zip(gcores, cores, strict=True):
             torch.testing.assert_close(got, c.grad, **exact)
         if reuse and trial == 1:
-            kern = pat.kernels(torch.float64)
-            assert resid is kern.buffer("compressed.residual", (rows.shape[0],))
-            buf = kern.tall(n, k, name="compressed.grad_V")
+            assert resid is workspace.resid
+            buf = workspace.grad_V
             assert (gV.data_ptr(), gV.stride()) == (buf.data_ptr(), buf.stride())
 
 
@@ -232,6 +234,7 @@ def test_compressed_grads_of_any_depth(L, reuse):
     y = torch.randn(rows.shape[0], dtype=torch.float64, generator=g)
     s = m * n / rows.shape[0]
     eye = torch.eye(k, dtype=torch.float64)
+    workspace = CompressedWorkspace(pat.kernels(torch.float64), k, L) if reuse else None
     for _ in range(3):
         U = torch.randn(m, k, dtype=torch.float64, generator=g, requires_grad=True)
         V = torch.randn(n, k, dtype=torch.float64, generator=g, requires_grad=True)
@@ -246,7 +249,7 @@ def test_compressed_grads_of_any_depth(L, reuse):
         (0.5 * s * ((X[rows, cols] - y) ** 2).sum()).backward()
         # grad mode on, inputs that require grad: computed without a graph, no out= error
         resid, gU, gV, gcores = compressed_residual_and_grads(
-            pat, y, s, U, V, cores, reuse=reuse
+            pat, y, s, U, V, cores, workspace=workspace
         )
         assert not gU.requires_grad and not gcores[0].requires_grad
         exact = {"rtol": 1e-12, "atol": 1e-14}
@@ -387,7 +390,7 @@ def test_row_weighted_decay_is_the_gradient_of_the_weighted_penalty(alpha):
     """
     from deepmc._data import prepare
     from deepmc._validation import Observations
-    from deepmc.models._compressed import CompressedNetwork
+    from deepmc.models._compressed_net import CompressedNetwork
     from deepmc.models._compressed_step import decay_weights
 
     m, n, k, L, lam = 12, 9, 4, 3, 0.07
@@ -476,7 +479,7 @@ def test_joint_biases_step_is_the_penalised_gradient_preconditioned():
     ``(s/2)‖r‖² + (s λ_b/2)(‖a‖² + ‖b‖²)`` divided by ``s (n + λ_b)``."""
     from deepmc._data import prepare
     from deepmc._validation import Observations
-    from deepmc.models._compressed import CompressedNetwork
+    from deepmc.models._compressed_net import CompressedNetwork
 
     m, n, k, L, reg = 12, 9, 4, 3, 2.5
     _, rows, cols = _pattern(m, n, 40, seed=4, empty_rows=True)

@@ -10,7 +10,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from deepmc import CompressedDeepMatrixCompletion
-from deepmc._prune import SpectralMonitor
+from deepmc._policy._momentum import MomentumSchedule
+from deepmc._policy._state import PolicyState
 from deepmc._solver import GradientDescent, make_optimizer
 from deepmc.datasets import make_problem
 
@@ -58,11 +59,11 @@ def test_the_polish_sets_beta_for_gd_but_leaves_a_fixed_momentum_alone():
         gd = CompressedDeepMatrixCompletion(rank=5, max_iter=400, random_state=0).fit(p.train)
     assert gd.history_["event"].str.contains("heavy-ball steps").any()
     for cut in (True, False):
-        monitor = SpectralMonitor(network=None, data=None, tol=0.0, momentum=0.5)
+        schedule = MomentumSchedule(PolicyState(momentum=0.5))
         plain = make_optimizer({"w": [torch.zeros(2)]}, 0.1, lr_ratios={}, kind="gd")
         plain.momentum = 0.3
         fixed = make_optimizer({"w": [torch.zeros(2)]}, 0.1, lr_ratios={}, kind="momentum")
-        monitor._restart(plain, cut=cut)
-        monitor._restart(fixed, cut=cut)
+        schedule.restart(plain, cut=cut)
+        schedule.restart(fixed, cut=cut)
         assert plain.momentum == (0.5 if cut else 0.0)
         assert fixed.momentum == 0.9

@@ -13,20 +13,17 @@ from sklearn.exceptions import ConvergenceWarning
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion
 from deepmc._data import prepare
 from deepmc._kernels import chain_product
-from deepmc._prune import (
-    chain_spectrum,
+from deepmc._spectral import escaping_direction, find_gap
+from deepmc._validation import check_observations
+from deepmc.datasets import make_problem
+from deepmc.models._compressed_spectral import (
     compressed_spectrum,
-    escaping_direction,
-    find_gap,
     prune_compressed,
-    prune_layers,
     rebalance_compressed,
     rebalance_for_polish,
 )
-from deepmc._validation import check_observations
-from deepmc.datasets import make_problem
-from deepmc.models._compressed import compressed_residual_and_grads
-from deepmc.models._full import full_residual_and_grads
+from deepmc.models._compressed_step import CompressedWorkspace, compressed_residual_and_grads
+from deepmc.models._layered_net import chain_spectrum, full_residual_and_grads, prune_layers
 
 
 def _fitted_matrix(est, shape):
@@ -221,12 +218,12 @@ def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
     σ = (1, 0.3) at 50 % of 60 × 50: with the "cores" balance a factor step corrects the
     second direction at (0.3)² of the rate of the first.
     """
-    import deepmc._prune as prune_module
+    import deepmc._policy._momentum as momentum_module
 
     problem = make_problem(
         shape=(60, 50), rank=2, fraction=0.5, spectrum=[1.0, 0.3], random_state=0
     )
-    monkeypatch.setattr(prune_module, "MAX_MOMENTUM", 0.0)  # the balance alone
+    monkeypatch.setattr(momentum_module, "MAX_MOMENTUM", 0.0)  # the balance alone
 
     def polish_steps():
         est = _strict_fit(
@@ -242,7 +239,9 @@ def test_default_fit_polishes_with_the_rate_balance(monkeypatch):
     rate, est = polish_steps()
     norms = np.linalg.norm(est.U_[:, :2], axis=0)
     assert norms[1] < 0.5 * norms[0]  # the factors carry the spectrum to the end
-    monkeypatch.setattr(prune_module, "rebalance_for_polish", lambda *args, **kwargs: False)
+    from deepmc.models._compressed_net import CompressedNetwork
+
+    monkeypatch.setattr(CompressedNetwork, "rebalance_for_polish", lambda *args, **kwargs: False)
     cores, _ = polish_steps()
     assert rate <= 200 and cores >= 4 * rate, (rate, cores)
 
@@ -273,7 +272,7 @@ def _steps_to(est, target):
 
 def test_early_rebalance_happens_in_the_linear_regime_and_saves_steps(monkeypatch):
     """On problem A the learned directions are re-balanced before the prune, not after."""
-    import deepmc._prune as prune_module
+    import deepmc._policy._analysis as analysis_module
 
     problem = make_problem("A", random_state=0)
 
@@ -290,7 +289,7 @@ def test_early_rebalance_happens_in_the_linear_regime_and_saves_steps(monkeypatc
     assert events[0] == "re-balanced the top 5 direction(s)"
     assert "pruned to rank 5" in events[1:]
     early = _steps_to(est, 1e-4)
-    monkeypatch.setattr(prune_module, "LINEAR", -1.0)  # never in the linear regime
+    monkeypatch.setattr(analysis_module, "LINEAR", -1.0)  # never in the linear regime
     late = fit()
     assert not any("re-balanced" in e for e in late.history_["event"])
     assert early <= 400 and _steps_to(late, 1e-4) >= early + 50
@@ -494,9 +493,10 @@ def _gd_by_hand(obs, est_1, steps):
         return [W.numpy() for W in layers]
     U, V = torch.tensor(est_1.U_), torch.tensor(est_1.V_)
     cores = [torch.tensor(W) for W in est_1.cores_]
+    workspace = CompressedWorkspace(data.pattern.kernels(U.dtype), U.shape[1], len(cores))
     for _ in range(steps):
         _, gU, gV, gc = compressed_residual_and_grads(
-            data.pattern, data.y, data.sampling_scale, U, V, cores, reuse=True
+            data.pattern, data.y, data.sampling_scale, U, V, cores, workspace=workspace
         )
         for W, g in zip(cores, gc):
             W.add_(g, alpha=-lr)
@@ -560,7 +560,7 @@ def test_escaping_direction_dense_gram_iteration_matches_the_products(keep):
 def test_residual_products_dense_when_small_csr_when_large(shape):
     """``R x`` and ``Rᵀ y`` of ``R = s·P_Ω(r)``: dense below the kernels' threshold, CSR above."""
     from deepmc._kernels import SMALL_ELEMENTS
-    from deepmc._prune import _Residual
+    from deepmc._spectral import ResidualProducts
     from deepmc._validation import Observations
 
     m, n = shape
@@ -571,7 +571,7 @@ def test_residual_products_dense_when_small_csr_when_large(shape):
     r = torch.as_tensor(rng.standard_normal(rows.size))
     R = np.zeros(shape)
     R[rows, cols] = r.numpy() * data.sampling_scale
-    mv, rmv, dense = _Residual(data).bind(r)
+    mv, rmv, dense = ResidualProducts(data).bind(r)
     assert (dense is not None) == (m * n <= SMALL_ELEMENTS)
     if dense is not None:
         np.testing.assert_array_equal(dense.numpy(), R)
@@ -582,7 +582,7 @@ def test_residual_products_dense_when_small_csr_when_large(shape):
 
 @pytest.mark.parametrize("shape", [(30, 4), (4, 6), (12, 12)])
 def test_positive_qr_is_the_unique_qr_with_a_non_negative_diagonal(shape):
-    from deepmc._prune import positive_qr
+    from deepmc._spectral import positive_qr
 
     Y = torch.from_numpy(np.random.default_rng(0).standard_normal(shape))
     Q, R = positive_qr(Y)

@@ -11,7 +11,7 @@ import torch
 
 from deepmc._data import prepare
 from deepmc._validation import check_observations
-from deepmc.models._compressed import CompressedNetwork
+from deepmc.models._compressed_net import CompressedNetwork
 from deepmc.models._compressed_step import jacobi_bias_steps
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"

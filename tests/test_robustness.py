@@ -25,7 +25,7 @@ from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning, No
 import deepmc._base as base
 import deepmc._data as data_module
 import deepmc._solver as solver
-import deepmc.models._full as full_module
+import deepmc.models._layered_net as layered_module
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, DivergenceError
 
 M, N = 20, 15
@@ -262,12 +262,12 @@ def test_predict_and_transform_check_their_input(make, data):
 
 
 def test_full_width_too_large_is_refused_before_allocating(data, monkeypatch):
-    monkeypatch.setattr(full_module, "available_bytes", lambda device: 10_000)
+    monkeypatch.setattr(layered_module, "available_bytes", lambda device: 10_000)
 
     def no_alloc(*args, **kwargs):
         raise AssertionError("weights allocated before the memory check")
 
-    monkeypatch.setattr(full_module, "epsilon_orthogonal", no_alloc)
+    monkeypatch.setattr(layered_module, "epsilon_orthogonal", no_alloc)
     with pytest.raises(
         MemoryError, match=r"needs about .* GiB.*Use CompressedDeepMatrixCompletion"
     ):
@@ -501,15 +501,20 @@ def _sigint_at(monkeypatch, est, steps):
     """Send a real SIGINT to this process while computing the gradient of ``steps``."""
     calls = {"n": 0}
     network = type(est._build_network(1e-2))
-    original = network.residual_and_grads
+    original = network.stepper
 
-    def loss_and_grads(self, data, params):
-        if calls["n"] in steps:
-            os.kill(os.getpid(), signal.SIGINT)
-        calls["n"] += 1
-        return original(self, data, params)
+    def stepper(self, data):
+        step = original(self, data)
 
-    monkeypatch.setattr(network, "residual_and_grads", loss_and_grads)
+        def loss_and_grads(params):
+            if calls["n"] in steps:
+                os.kill(os.getpid(), signal.SIGINT)
+            calls["n"] += 1
+            return step(params)
+
+        return loss_and_grads
+
+    monkeypatch.setattr(network, "stepper", stepper)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

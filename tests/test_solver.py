@@ -7,6 +7,7 @@ diverges for ``η > 2``. Every behaviour of the loop is checked exactly, in mill
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -53,6 +54,9 @@ class Quadratic:
         (w,) = params["w"]
         resid = w - data.y
         return resid, {"w": [data.sampling_scale * resid]}
+
+    def stepper(self, data: TrainingData):
+        return functools.partial(self.residual_and_grads, data)
 
     def targets(self, data: TrainingData) -> torch.Tensor:
         return data.y

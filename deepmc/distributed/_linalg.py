@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import torch
 
 from .._kernels import SMALL_ELEMENTS
-from .._prune import LocalRows, positive_qr
+from .._spectral import LocalRows, positive_qr
 from ..init import dense_top_singular
 from ._comm import Comm
 
@@ -78,7 +78,7 @@ def tsqr(Y: np.ndarray, comm: Comm) -> tuple[np.ndarray, np.ndarray]:
 class ShardedRows(LocalRows):
     """Tall matrices split by rows over the ranks of ``comm``, each rank its own block.
 
-    The operations of :class:`deepmc._prune.LocalRows` for a distributed fit: sums are
+    The operations of :class:`deepmc._spectral.LocalRows` for a distributed fit: sums are
     all-reduces, and the thin QR of ``Y = [Y_1; …; Y_P]`` is the TSQR of :func:`tsqr`
     in torch (each rank keeps its rows of ``Q``; ``R`` is the same on every rank,
     computed by every rank from the same gathered factors).

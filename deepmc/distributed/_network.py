@@ -17,8 +17,9 @@ descent, up to the order of summation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,10 @@ import torch
 
 from .._data import TrainingData
 from .._solver import Params
+from .._spectral import LOCAL, LocalRows
 from ..init import epsilon_orthogonal
-from ..models._compressed import compressed_residual_and_grads
-from ..models._full import FullNetwork, layer_factors
+from ..models._compressed_step import compressed_residual_and_grads
+from ..models._layered_net import LayerEdits, layer_factors
 from ._comm import Comm
 
 __all__ = ["NarrowShardedNetwork", "ShardedNetwork"]
@@ -68,8 +70,8 @@ class ShardedNetwork:
     def n_singular(self) -> int:
         return self.inner.n_singular
 
-    # the spectral analysis (deepmc._prune.SpectralMonitor) calls the inner network's
-    # methods on this rank's rows, passing the ranks' ShardedRows
+    # the spectral policy (deepmc._policy.SpectralMonitor) calls the inner network's
+    # edits on this rank's rows, passing the ranks' ShardedRows
     @property
     def init_scale(self) -> float:
         return self.inner.init_scale
@@ -79,29 +81,56 @@ class ShardedNetwork:
         return self.inner.depth
 
     @property
-    def spectrum(self) -> Any:
-        """The inner network's ``spectrum(params, *, rows)``."""
-        return self.inner.spectrum
+    def can_reseed(self) -> bool:
+        return self.inner.can_reseed
 
     @property
-    def prune(self) -> Any:
-        """The inner network's ``prune(params, keep, *, rows)``."""
-        return self.inner.prune
+    def rebalances(self) -> bool:
+        return self.inner.rebalances
 
-    @property
-    def reseed(self) -> Any:
-        """The inner network's ``reseed``; an ``AttributeError`` when it has none."""
-        return self.inner.reseed
+    def spectrum(
+        self, params: Params, *, rows: LocalRows = LOCAL
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The inner network's :meth:`~deepmc.models._network.Network.spectrum`."""
+        return self.inner.spectrum(params, rows=rows)
 
-    def _local_terms(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
-        if data.pattern.n_observed:
-            return self.inner.residual_and_grads(data, params)
-        # no observation on this rank: a zero residual, zero gradients
-        return data.y.new_zeros(0), {k: [torch.zeros_like(p) for p in v] for k, v in params.items()}
+    def prune(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
+        """The inner network's :meth:`~deepmc.models._network.Network.prune`."""
+        self.inner.prune(params, keep, rows=rows)
+
+    def rebalance(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
+        """The inner network's :meth:`~deepmc.models._network.Network.rebalance`."""
+        self.inner.rebalance(params, keep, rows=rows)
+
+    def rebalance_for_polish(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> bool:
+        """The inner network's :meth:`~deepmc.models._network.Network.rebalance_for_polish`."""
+        return self.inner.rebalance_for_polish(params, keep, rows=rows)
+
+    def reseed(
+        self,
+        params: Params,
+        keep: int,
+        left: torch.Tensor,
+        right: torch.Tensor,
+        *,
+        rows: LocalRows = LOCAL,
+    ) -> None:
+        """The inner network's :meth:`~deepmc.models._network.Network.reseed`."""
+        self.inner.reseed(params, keep, left, right, rows=rows)
+
+    def stepper(self, data: TrainingData) -> Callable[[Params], tuple[torch.Tensor, Params]]:
+        """The inner network's steps on this rank's rows, their replicated gradients summed."""
+        if not data.pattern.n_observed:  # no observation on this rank: zero terms
+            return lambda params: self._reduce(*_no_terms(data, params))
+        local = self.inner.stepper(data)
+        return lambda params: self._reduce(*local(params))
 
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         """Local residual, the local gradient of the rows, and summed replicated gradients."""
-        resid, grads = self._local_terms(data, params)
+        return self.stepper(data)(params)
+
+    def _reduce(self, resid: torch.Tensor, grads: Params) -> tuple[torch.Tensor, Params]:
+        """Sum the replicated gradients (and ``‖R_p‖², N_p``) over the ranks, in place."""
         shared = [
             (name, i)
             for name, gs in grads.items()
@@ -132,12 +161,18 @@ class ShardedNetwork:
         return self.inner.step_work(data)
 
 
+def _no_terms(data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
+    """A zero residual and zero gradients: the terms of a rank without observations."""
+    return data.y.new_zeros(0), {k: [torch.zeros_like(p) for p in v] for k, v in params.items()}
+
+
 @dataclass(frozen=True)
-class NarrowShardedNetwork:
+class NarrowShardedNetwork(LayerEdits):
     """The narrow network ``X = W_L ⋯ W_1`` (width ``w``) on sparse kernels, for one rank.
 
     The single-process narrow network forms dense ``m × n`` arrays; on a row shard the
-    same model is the compressed product with ``U = W_L`` (the rank's rows),
+    same model (its spectral edits those of :class:`~deepmc.models._layered_net.LayerEdits`,
+    with the ranks' rows of ``W_L``) is the compressed product with ``U = W_L`` (the rank's rows),
     ``V = W_1ᵀ`` and the cores ``W_2 … W_{L−1}``, all moving at the same step. Its
     gradients equal those of the dense form up to the order of summation.
 
@@ -180,6 +215,10 @@ class NarrowShardedNetwork:
             middle = [torch.eye(self.width, dtype=layers[0].dtype, device=layers[0].device)]
         return layers[-1], layers[0].T, middle
 
+    def stepper(self, data: TrainingData) -> Callable[[Params], tuple[torch.Tensor, Params]]:
+        """:meth:`residual_and_grads` on ``data`` (it keeps no workspace of its own)."""
+        return partial(self.residual_and_grads, data)
+
     def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
         U, V, middle = self._split(params)
         resid, gU, gV, gmid = compressed_residual_and_grads(
@@ -193,11 +232,6 @@ class NarrowShardedNetwork:
 
     def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return layer_factors(params["layers"])
-
-    # the layers of the single-process narrow network: its spectrum and prune, with the
-    # ranks' rows of W_L (chain_spectrum, prune_layers)
-    spectrum = FullNetwork.spectrum
-    prune = FullNetwork.prune
 
     def step_work(self, data: TrainingData) -> int:
         return data.pattern.n_observed * self.width * self.depth

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .._data import TrainingData
-from .._pipeline import SpectralMonitor
+from .._policy import SpectralMonitor
 from .._solver import Check
 from ._checkpoint import CheckpointStore
 from ._signals import FitInterrupted, StopRequest

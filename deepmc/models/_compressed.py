@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from numbers import Integral, Real
 from typing import Any
 
-import numpy as np
-import torch
 from sklearn.exceptions import DataDimensionalityWarning
 
 from .._base import _BaseDeepMC
-from .._data import TrainingData
-from .._kernels import chain_product
-from .._prune import LOCAL, LocalRows, compressed_spectrum, prune_compressed, reseed_compressed
-from .._solver import Params
 from .._validation import Interval, StrOptions
-from ..init import parsimony, random_frames, spectral
-from ._compressed_step import (
-    BIAS_STEP,
-    compressed_residual_and_grads,
-    decay_excess,
-    jacobi_bias_steps,
-)
+from ._compressed_net import CompressedNetwork
+from ._compressed_step import BIAS_STEP
 
-__all__ = [
-    "CompressedDeepMatrixCompletion",
-    "CompressedNetwork",
-    "compressed_residual_and_grads",
-]
+__all__ = ["CompressedDeepMatrixCompletion"]
 
 
 class CompressedDeepMatrixCompletion(_BaseDeepMC):
@@ -315,187 +299,3 @@ class CompressedDeepMatrixCompletion(_BaseDeepMC):
             bias_reg=None if self.bias_reg is None else float(self.bias_reg),
             bias_lr_ratio=BIAS_STEP / self._resolve_learning_rate(),
         )
-
-
-def _copy_into(params: Params, new: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> None:
-    U, V, cores = new
-    for p, q in zip([*params["factors"], *params["cores"]], [U, V, *cores], strict=True):
-        p.copy_(q)
-
-
-@dataclass(frozen=True)
-class CompressedNetwork:
-    """``X = U · W̃_L ⋯ W̃_1 · Vᵀ``: cores at η, factors ``U``, ``V`` at γη.
-
-    Parameters
-    ----------
-    rank : int
-        r̂; the cores are ``2r̂ × 2r̂``.
-    depth : int
-        L.
-    init : {"parsimony", "spectral", "random"}
-        ``U(0), V(0)``.
-    init_scale : float
-        ε: ``W̃_l(0) = εI``.
-    factor_lr_ratio : float
-        γ.
-    weight_decay : float, default=0.0
-        λ, which the optimizer applies to every parameter uniformly.
-    decay_weighting : float, default=0.0
-        α: with ``λ > 0`` and ``α > 0``, :meth:`residual_and_grads` adds the excess
-        ``λ(w_u − 1) U_u`` and ``λ(w_i − 1) V_i`` of the row-weighted decay (see
-        :func:`~deepmc.models._compressed_step.decay_weights`) to the factor gradients,
-        so that optimizer and network together apply ``λ w_u U_u``. With ``α = 0`` the
-        gradients are untouched.
-    bias_reg : float or None, default=None
-        λ_b of the row and column biases (parameter group ``"biases"``: ``a`` of shape
-        ``(m, 1)``, ``b`` of shape ``(n, 1)``); ``None``: no biases.
-    bias_lr_ratio : float, default=0.0
-        Step ratio of the biases, whose "gradient" is the Jacobi-preconditioned one:
-        ``BIAS_STEP / η`` makes each step :data:`BIAS_STEP` of a Jacobi step.
-    """
-
-    rank: int
-    depth: int
-    init: str
-    init_scale: float
-    factor_lr_ratio: float
-    weight_decay: float = 0.0
-    decay_weighting: float = 0.0
-    bias_reg: float | None = None
-    bias_lr_ratio: float = 0.0
-
-    @property
-    def lr_ratios(self) -> dict[str, float]:
-        ratios = {"cores": 1.0, "factors": self.factor_lr_ratio}
-        if self.bias_reg is not None:
-            ratios["biases"] = self.bias_lr_ratio
-        return ratios
-
-    @property
-    def n_singular(self) -> int:
-        return {"parsimony": self.rank, "spectral": 2 * self.rank, "random": 1}[self.init]
-
-    def check_shape(self, shape: tuple[int, int]) -> None:
-        if min(shape) < 2:
-            raise ValueError(
-                f"X: the compressed network needs a matrix with at least 2 rows and 2 "
-                f"columns (its width 2*rank is at least 2); got shape {shape} "
-                f"(n_samples = {shape[0]}, n_features = {shape[1]})."
-            )
-        if 2 * self.rank > min(shape):
-            raise ValueError(
-                f"rank: the compressed network has width 2*rank = {2 * self.rank}, which "
-                f"must not exceed min(m, n) = {min(shape)} for a matrix of shape {shape} "
-                f"(n_samples={shape[0]}, n_features={shape[1]}); got rank={self.rank}, "
-                f"expected 1 <= rank <= {min(shape) // 2}."
-            )
-
-    def initialize(self, data: TrainingData, u, v, generator: torch.Generator) -> Params:
-        m, n = data.shape
-        k = 2 * self.rank
-        opts = {"dtype": data.dtype, "device": data.device}
-        if self.init == "parsimony":
-            U, V = parsimony(u, v, generator=generator, **opts)
-        elif self.init == "spectral":
-            U, V = spectral(u, v, **opts)
-        else:
-            U, V = random_frames(m, n, k, generator=generator, **opts)
-        eye = torch.eye(k, **opts)
-        cores = [self.init_scale * eye.clone() for _ in range(self.depth)]
-        params = {"cores": cores, "factors": [U, V]}
-        if self.bias_reg is not None:
-            params["biases"] = [torch.zeros(m, 1, **opts), torch.zeros(n, 1, **opts)]
-        return params
-
-    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
-        """As :func:`compressed_residual_and_grads` with ``reuse=True``.
-
-        The residual and the gradients of ``U`` and ``V`` live in buffers of
-        ``data.pattern`` that the next call overwrites: the solver copies what it keeps.
-        """
-        U, V = params["factors"]
-        y = data.y
-        if self.bias_reg is not None:  # the network fits what the biases leave
-            a, b = params["biases"]
-            y = y - a.reshape(-1).index_select(0, data.rows)  # faster than a[rows, 0]
-            y = y.sub_(b.reshape(-1).index_select(0, data.cols))
-        resid, gU, gV, gcores = compressed_residual_and_grads(
-            data.pattern, y, data.sampling_scale, U, V, params["cores"], reuse=True
-        )
-        if self.weight_decay != 0 and self.decay_weighting != 0:
-            kernels = data.pattern.kernels(U.dtype)
-            key = ("compressed.decay_excess", self.decay_weighting)
-            excess_u, excess_v = kernels.memo(
-                key, lambda: decay_excess(data.pattern, self.decay_weighting, U.dtype)
-            )
-            gU.addcmul_(excess_u, U, value=self.weight_decay)
-            gV.addcmul_(excess_v, V, value=self.weight_decay)
-        grads = {"cores": gcores, "factors": [gU, gV]}
-        if self.bias_reg is not None:
-            grads["biases"] = jacobi_bias_steps(data, resid, params["biases"], self.bias_reg)
-        return resid, grads
-
-    def targets(self, data: TrainingData) -> torch.Tensor:
-        return data.y
-
-    def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(left, right)`` with ``X = left · rightᵀ``: ``[U C, a, 1]`` and ``[V, 1, b]``."""
-        U, V = params["factors"]
-        left = U @ chain_product(params["cores"])
-        if self.bias_reg is None:
-            return left, V
-        a, b = params["biases"]
-        return torch.cat([left, a, torch.ones_like(a)], 1), torch.cat([V, torch.ones_like(b), b], 1)
-
-    def step_work(self, data: TrainingData) -> int:
-        return data.pattern.n_observed * 2 * self.rank * self.depth
-
-    def spectrum(
-        self, params: Params, *, rows: LocalRows = LOCAL
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Thin SVD of the end-to-end ``X`` (see :func:`deepmc._prune.compressed_spectrum`)."""
-        U, V = params["factors"]
-        return compressed_spectrum(U, V, params["cores"], rows=rows)
-
-    def prune(self, params: Params, keep: int, *, rows: LocalRows = LOCAL) -> None:
-        """Cut ``X`` to its top ``keep`` directions in place (see ``prune_compressed``)."""
-        U, V = params["factors"]
-        _copy_into(params, prune_compressed(U, V, params["cores"], keep, rows=rows))
-
-    def reseed(
-        self,
-        params: Params,
-        keep: int,
-        left: torch.Tensor,
-        right: torch.Tensor,
-        *,
-        rows: LocalRows = LOCAL,
-    ) -> None:
-        """Re-initialise the slots past ``keep`` at ε along ``left``/``right``, in place."""
-        U, V = params["factors"]
-        new = reseed_compressed(
-            U, V, params["cores"], keep, left, right, self.init_scale, rows=rows
-        )
-        _copy_into(params, new)
-
-    def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
-        U, V = params["factors"]
-        fitted = {
-            "rank_": self.rank,
-            "cores_": params["cores"],
-            "U_": U,
-            "V_": V,
-            "factor_lr_": lr * self.factor_lr_ratio,
-        }
-        if self.bias_reg is not None:
-            a, b = params["biases"]
-            fitted.update(row_bias_=a[:, 0], col_bias_=b[:, 0])
-        return fitted
-
-    def stored_params(self, attributes: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
-        stored = {"cores": attributes["cores_"], "factors": [attributes["U_"], attributes["V_"]]}
-        if self.bias_reg is not None:
-            a, b = attributes["row_bias_"], attributes["col_bias_"]
-            stored["biases"] = [a.reshape(-1, 1), b.reshape(-1, 1)]
-        return stored
