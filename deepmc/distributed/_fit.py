@@ -31,7 +31,7 @@ from ._comm import Comm
 from ._fingerprint import data_fingerprint, run_fingerprint
 from ._linalg import ShardedRows, sharded_top_singular
 from ._model_io import fitted_estimator, save_model
-from ._network import NarrowShardedNetwork, ShardedNetwork
+from ._network import ShardedNetwork
 from ._partition import RowPartition
 from ._ratings import ShardedHeldOut
 from ._resume import Checkpointer, resume
@@ -129,24 +129,16 @@ class ShardedModel:
 def _sharded_network(
     estimator: Any, init_scale: float, comm: Comm, shape: tuple[int, int]
 ) -> ShardedNetwork:
-    """The row-sharded form of ``estimator``'s network."""
-    if isinstance(estimator, CompressedDeepMatrixCompletion):
-        inner = estimator._build_network(init_scale)
-        inner.check_shape(shape)
-        return ShardedNetwork(inner, comm, ("factors", 0))
-    if isinstance(estimator, DeepMatrixCompletion):
-        if estimator.width is None:
-            raise ValueError(
-                "DeepMatrixCompletion(width=None) is the full-width network, whose "
-                "max(m, n) × max(m, n) layers are dense: it stays single-process. Distribute "
-                "the narrow network (width=2*rank) or CompressedDeepMatrixCompletion."
-            )
-        narrow = NarrowShardedNetwork(int(estimator.width), int(estimator.depth), init_scale)
-        return ShardedNetwork(narrow, comm, ("layers", int(estimator.depth) - 1))
-    raise TypeError(
-        "estimator: expected a CompressedDeepMatrixCompletion or a narrow "
-        f"DeepMatrixCompletion, got {type(estimator).__name__}."
-    )
+    """The row-sharded form of ``estimator``'s network: its ``row_group`` split by rows."""
+    inner = estimator._build_network(init_scale)
+    inner.check_shape(shape)
+    if inner.row_group is None:
+        raise ValueError(
+            f"{type(estimator).__name__}(width=None) is the full-width network, whose "
+            "max(m, n) × max(m, n) layers are dense: it stays single-process. Distribute "
+            "the narrow network (width=2*rank) or CompressedDeepMatrixCompletion."
+        )
+    return ShardedNetwork(inner, comm, inner.row_group)
 
 
 def _check_supported(estimator: Any) -> None:
@@ -246,18 +238,19 @@ def _initial_params(
     generator: torch.Generator,
     comm: Comm,
 ) -> Params:
-    """The single-process initialisation, restricted to this rank's rows."""
+    """The single-process initialisation, restricted to this rank's rows.
+
+    The network initialises the whole matrix (parsimony, random frames and the
+    ε-orthogonal layers act on whole columns of the row-sharded parameter; the spectral
+    factors are row-local, and cut the same): O(m·k) transient memory per rank. The
+    parameter of its ``row_group`` is then cut to this rank's rows.
+    """
     part = shard.partition
     inner = network.inner
-    if isinstance(inner, NarrowShardedNetwork):
-        return inner.initialize(data, part.shape, part.start, generator)
-    if inner.init == "spectral":  # row-local: U(0) is this rank's rows of u
-        return inner.initialize(data, u_local, v, generator)
-    # parsimony and random frames act on whole columns of U: O(m·k) transient per rank
     u_full = torch.cat(comm.gather_rows(torch.from_numpy(np.ascontiguousarray(u_local)))).numpy()
     params = inner.initialize(dataclasses.replace(data, shape=part.shape), u_full, v, generator)
-    U = params["factors"][0]
-    params["factors"][0] = U[part.start : part.stop].clone()
+    group, i = network.local
+    params[group][i] = params[group][i][part.start : part.stop].clone()
     return params
 
 

@@ -1,8 +1,9 @@
 """Networks whose gradients are summed over the ranks: one all-reduce per step.
 
-Each rank holds the rows of ``U`` (the compressed network's left factor, or the narrow
-network's last layer ``W_L``) that match its observations, and a replica of everything
-else. With ``R`` the residual on Ω split by row blocks ``R_p``:
+Each rank holds the rows of ``U`` (the network's ``row_group``: the compressed
+network's left factor, or the narrow network's last layer ``W_L``) that match its
+observations, and a replica of everything else. With ``R`` the residual on Ω split by
+row blocks ``R_p``:
 
 * ``∇U_p = s (R_p V) Cᵀ`` needs only the rank's rows;
 * ``∇V = s Σ_p R_pᵀ (U_p C)`` and ``∇C = s Σ_p U_pᵀ (R_p V)`` are sums over ranks of
@@ -19,21 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 
 from .._data import TrainingData
 from .._solver import Params
 from .._spectral import LOCAL, LocalRows
-from ..init import epsilon_orthogonal
-from ..models._compressed_step import compressed_residual_and_grads
-from ..models._layered_net import LayerEdits, layer_factors
 from ._comm import Comm
 
-__all__ = ["NarrowShardedNetwork", "ShardedNetwork"]
+__all__ = ["ShardedNetwork"]
 
 
 @dataclass
@@ -47,7 +43,7 @@ class ShardedNetwork:
         ``(m_p, n)``, with the global loss scale ``s``).
     comm : Comm
     local : tuple of (str, int), default=("factors", 0)
-        The one parameter held by rows (group, index), e.g. ``U``.
+        The one parameter held by rows (group, index): the network's ``row_group``.
     """
 
     inner: Any
@@ -69,6 +65,11 @@ class ShardedNetwork:
     @property
     def n_singular(self) -> int:
         return self.inner.n_singular
+
+    @property
+    def row_group(self) -> tuple[str, int]:
+        """The parameter held by rows (``local``)."""
+        return self.local
 
     # the spectral policy (deepmc._policy.SpectralMonitor) calls the inner network's
     # edits on this rank's rows, passing the ranks' ShardedRows
@@ -164,78 +165,3 @@ class ShardedNetwork:
 def _no_terms(data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
     """A zero residual and zero gradients: the terms of a rank without observations."""
     return data.y.new_zeros(0), {k: [torch.zeros_like(p) for p in v] for k, v in params.items()}
-
-
-@dataclass(frozen=True)
-class NarrowShardedNetwork(LayerEdits):
-    """The narrow network ``X = W_L ⋯ W_1`` (width ``w``) on sparse kernels, for one rank.
-
-    The single-process narrow network forms dense ``m × n`` arrays; on a row shard the
-    same model (its spectral edits those of :class:`~deepmc.models._layered_net.LayerEdits`,
-    with the ranks' rows of ``W_L``) is the compressed product with ``U = W_L`` (the rank's rows),
-    ``V = W_1ᵀ`` and the cores ``W_2 … W_{L−1}``, all moving at the same step. Its
-    gradients equal those of the dense form up to the order of summation.
-
-    Parameters
-    ----------
-    width : int
-    depth : int
-    init_scale : float
-    """
-
-    width: int
-    depth: int
-    init_scale: float
-    lr_ratios: Mapping[str, float] = field(default_factory=lambda: {"layers": 1.0})
-    n_singular: int = 1
-
-    def initialize(
-        self, data: TrainingData, shape: tuple[int, int], start: int, generator: torch.Generator
-    ) -> Params:
-        """The ε-orthogonal layers of the single-process network, drawn in its order.
-
-        ``W_L`` is drawn whole (its QR needs every row) and cut to rows ``start``…
-        ``start + m_p``: O(m·w) transient memory on every rank.
-        """
-        m, n = shape
-        w = self.width
-        shapes = [(w, n)] + [(w, w)] * (self.depth - 2) + [(m, w)]
-        opts = {"dtype": data.dtype, "device": data.device}
-        layers = [
-            epsilon_orthogonal(r, c, scale=self.init_scale, generator=generator, **opts)
-            for r, c in shapes
-        ]
-        layers[-1] = layers[-1][start : start + data.shape[0]].clone()
-        return {"layers": layers}
-
-    def _split(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        layers = params["layers"]
-        middle = layers[1:-1]
-        if not middle:  # depth 2: X = W_2 W_1, an identity core that is never trained
-            middle = [torch.eye(self.width, dtype=layers[0].dtype, device=layers[0].device)]
-        return layers[-1], layers[0].T, middle
-
-    def stepper(self, data: TrainingData) -> Callable[[Params], tuple[torch.Tensor, Params]]:
-        """:meth:`residual_and_grads` on ``data`` (it keeps no workspace of its own)."""
-        return partial(self.residual_and_grads, data)
-
-    def residual_and_grads(self, data: TrainingData, params: Params) -> tuple[torch.Tensor, Params]:
-        U, V, middle = self._split(params)
-        resid, gU, gV, gmid = compressed_residual_and_grads(
-            data.pattern, data.y, data.sampling_scale, U, V, middle
-        )
-        gmid = gmid if self.depth > 2 else []
-        return resid, {"layers": [gV.T.contiguous(), *gmid, gU]}
-
-    def targets(self, data: TrainingData) -> torch.Tensor:
-        return data.y
-
-    def factors(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return layer_factors(params["layers"])
-
-    def step_work(self, data: TrainingData) -> int:
-        return data.pattern.n_observed * self.width * self.depth
-
-    def fitted_attributes(self, params: dict[str, list[np.ndarray]], lr: float) -> dict[str, Any]:
-        layers = params["layers"]
-        return {"weights_": layers, "width_": layers[0].shape[0]}

@@ -76,6 +76,9 @@ class CompressedNetwork:
     bias_reg: float | None = None
     bias_lr_ratio: float = 0.0
 
+    #: ``U``, the parameter a distributed fit splits by rows.
+    row_group = ("factors", 0)
+
     @property
     def lr_ratios(self) -> dict[str, float]:
         ratios = {"cores": 1.0, "factors": self.factor_lr_ratio}

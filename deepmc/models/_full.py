@@ -8,6 +8,7 @@ from typing import Any
 from .._base import _BaseDeepMC
 from .._validation import Interval
 from ._layered_net import FullNetwork
+from ._narrow_net import NarrowNetwork
 
 __all__ = ["DeepMatrixCompletion"]
 
@@ -27,7 +28,10 @@ class DeepMatrixCompletion(_BaseDeepMC):
     ``W_l ∈ R^{w×w}``, ``W_L ∈ R^{m×w}``. With ``width=None`` (``w = max(m, n)``) this is
     the "original" over-parameterised network of the law of parsimony, trained exactly:
     every step forms ``X`` and costs O(L·w³). ``width=2*rank`` gives the narrow network
-    the papers compare against.
+    the papers compare against. A given width is trained on the observed entries with
+    the products of :class:`~deepmc.CompressedDeepMatrixCompletion` (``U = W_L``,
+    ``V = W_1ᵀ``, the cores ``W_2 … W_{L−1}``): the same gradients, up to rounding,
+    without the ``m × n`` arrays.
 
     Internally the observations are divided by σ₁, the top singular value of
     ``s·P_Ω(Y)`` (stored in ``scale_``), so ``init_scale`` and ``lr`` are relative:
@@ -157,8 +161,9 @@ class DeepMatrixCompletion(_BaseDeepMC):
 
     Notes
     -----
-    Memory is O(L·w² + m·n); the fit refuses to start (``MemoryError``, before any
-    weight is allocated) when the estimate exceeds the memory available on the device.
+    Memory is O(L·w² + m·n) at full width and O(N + (m+n)·w + L·w²) at a given width;
+    the fit refuses to start (``MemoryError``, before any weight is allocated) when the
+    estimate exceeds the memory available on the device.
 
     Rows and columns without any observation are allowed, but nothing is learnt about
     them: the rows of ``W_L`` (and columns of ``W_1``) that they touch receive no
@@ -246,5 +251,9 @@ class DeepMatrixCompletion(_BaseDeepMC):
         full = self.width is None or (shape is not None and self.width >= min(shape))
         return 0.03 if full else super()._prune_init_scale(shape)
 
-    def _build_network(self, init_scale: float) -> FullNetwork:
-        return FullNetwork(width=self.width, depth=self.depth, init_scale=init_scale)
+    def _build_network(self, init_scale: float) -> FullNetwork | NarrowNetwork:
+        # full width: dense square layers, X formed at every step; a given width: the
+        # same model on the kernels of Ω (the products of the compressed network)
+        if self.width is None:
+            return FullNetwork(width=None, depth=self.depth, init_scale=init_scale)
+        return NarrowNetwork(width=int(self.width), depth=self.depth, init_scale=init_scale)

@@ -1,4 +1,4 @@
-"""The layered network ``X = W_L ⋯ W_1`` (full width or narrow): its record and mathematics.
+"""The layered network ``X = W_L ⋯ W_1`` on dense arrays, and what every layered network shares.
 
 * :func:`full_residual_and_grads` (and :func:`full_loss_and_grads`) — the masked
   residual and the exact gradients on dense ``m × n`` arrays, :func:`layer_factors`;
@@ -7,10 +7,11 @@
 * :func:`prune_layers` — cut ``X`` to its top ``keep`` directions, every layer a
   balanced rank-``keep`` factor;
 * :class:`LayerEdits` — the spectral policy's edits of a layered network (spectrum and
-  prune; no re-balance, no re-seed), shared by :class:`FullNetwork` and the row-sharded
-  narrow network (:class:`deepmc.distributed._network.NarrowShardedNetwork`);
+  prune; no re-balance, no re-seed), shared by :class:`FullNetwork` and the narrow
+  network on the kernels of Ω (:class:`deepmc.models._narrow_net.NarrowNetwork`);
 * :class:`FullNetwork` — what :class:`~deepmc.models._full.DeepMatrixCompletion` hands
-  the solver and the spectral policy.
+  the solver and the spectral policy at full width (``width=None``), and the dense
+  reference of the narrow network at any width.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "FullNetwork",
     "LayerEdits",
     "chain_spectrum",
+    "check_fits",
     "full_loss_and_grads",
     "full_residual_and_grads",
     "layer_factors",
@@ -175,6 +177,27 @@ def prune_layers(
     return [(frames[i + 1] * d) @ frames[i].T for i in range(len(layers))]
 
 
+def check_fits(data: TrainingData, estimate: int, network: str, sizes: str, hint: str) -> None:
+    """Raise ``MemoryError`` when ``estimate`` bytes exceed 80 % of the device's free memory.
+
+    Parameters
+    ----------
+    data : TrainingData
+        Its shape and device.
+    estimate : int
+        Bytes the fit needs.
+    network, sizes, hint : str
+        The estimator as the user wrote it, what the estimate counts, what to do.
+    """
+    available = available_bytes(data.device)
+    if available is not None and estimate > 0.8 * available:
+        m, n = data.shape
+        raise MemoryError(
+            f"{network} on a {m}×{n} matrix needs about {estimate / 2**30:.1f} GiB ({sizes}) "
+            f"but {available / 2**30:.1f} GiB are available on {data.device}. {hint}"
+        )
+
+
 class LayerEdits:
     """The spectral policy's edits of ``X = W_L ⋯ W_1`` (parameter group ``"layers"``).
 
@@ -223,6 +246,9 @@ class LayerEdits:
 class FullNetwork(LayerEdits):
     """``X = W_L ⋯ W_1`` at width ``w`` (``None``: ``max(m, n)``), trained on dense arrays.
 
+    Every step forms ``X`` and the dense masked residual (``m × n``): the network of
+    ``DeepMatrixCompletion(width=None)``, which stays single-process.
+
     Parameters
     ----------
     width : int or None
@@ -235,6 +261,9 @@ class FullNetwork(LayerEdits):
     width: int | None
     depth: int
     init_scale: float
+
+    #: No parameter held by rows: its dense layers stay in one process.
+    row_group = None
 
     @property
     def lr_ratios(self) -> dict[str, float]:
@@ -259,14 +288,11 @@ class FullNetwork(LayerEdits):
         n_params = m * w + (L - 2) * w * w + w * n
         # weights, gradients, snapshot, optimizer state; forward prefixes; dense Y, M, D, X
         estimate = itemsize * (4 * n_params + (L - 1) * w * n + 5 * m * n)
-        available = available_bytes(data.device)
-        if available is not None and estimate > 0.8 * available:
-            raise MemoryError(
-                f"DeepMatrixCompletion(width={self.width!r}) on a {m}×{n} matrix needs about "
-                f"{estimate / 2**30:.1f} GiB (depth {L}, width {w}, dense {m}×{n} arrays) "
-                f"but {available / 2**30:.1f} GiB are available on {data.device}. Use "
-                "CompressedDeepMatrixCompletion, whose memory is O(N + (m+n)·rank)."
-            )
+        check_fits(
+            data, estimate, f"DeepMatrixCompletion(width={self.width!r})",
+            f"depth {L}, width {w}, dense {m}×{n} arrays",
+            "Use CompressedDeepMatrixCompletion, whose memory is O(N + (m+n)·rank).",
+        )  # fmt: skip
 
     def initialize(self, data: TrainingData, u, v, generator: torch.Generator) -> Params:
         self.check_memory(data)

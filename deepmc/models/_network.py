@@ -47,6 +47,9 @@ class Network(Protocol):
     can_reseed: bool
     #: Whether :meth:`rebalance` and :meth:`rebalance_for_polish` change anything.
     rebalances: bool
+    #: ``(group, index)`` of the one parameter of shape ``(m, ·)`` that a distributed fit
+    #: splits by rows (the left factor); ``None`` for a network that stays in one process.
+    row_group: tuple[str, int] | None
 
     def check_shape(self, shape: tuple[int, int]) -> None:
         """Raise ``ValueError`` when the hyper-parameters do not fit an ``m × n`` matrix."""
