@@ -2,9 +2,10 @@
 
 Parameterised over method × device × problem (``common.METHODS``, ``DEVICES``,
 ``PROBLEMS``). ``setup`` raises :class:`NotImplementedError` — asv's "skipped" — for
-CUDA without a GPU, for infeasible combinations (full width or narrow on problem C) and
-for problems outside the profile. ``max_iter`` and ``random_state=0`` are fixed; ratios
-between methods belong to ``deepmc compare``, which measures them in one run.
+CUDA without a GPU, for full width on problem C (infeasible), narrow on problem C (not
+run: the compressed network's kernels) and for problems outside the profile.
+``max_iter`` and ``random_state=0`` are fixed; ratios between methods belong to
+``deepmc compare``, which measures them in one run.
 """
 
 from __future__ import annotations
