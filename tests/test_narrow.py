@@ -16,6 +16,7 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+import deepmc.models._layered_net as layered_module
 from deepmc import DeepMatrixCompletion
 from deepmc._data import prepare
 from deepmc._kernels import PatternKernels, chain_product
@@ -125,3 +126,18 @@ def test_narrow_warm_start_continues_from_the_stored_layers():
     for W, W_ref, W0 in zip(est.weights_, ref.weights_, first, strict=True):
         assert not np.allclose(W, W0)
         np.testing.assert_allclose(W, W_ref, rtol=1e-8, atol=1e-12)
+
+
+def test_a_narrow_network_too_large_is_refused_before_allocating(monkeypatch):
+    """Its memory is that of its layers and of Ω, not of the m × n arrays of the dense step."""
+    problem = make_problem(shape=(200, 150), rank=2, fraction=0.1, random_state=0)
+    kw = {"random_state": 0, "device": "cpu", "max_iter": 5}
+    # bytes: the narrow network's ≈ 0.14 MB fit, the dense step's ≈ 1.3 MB do not
+    monkeypatch.setattr(layered_module, "available_bytes", lambda device: 250_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        DeepMatrixCompletion(width=4, **kw).fit(problem.train)
+    with pytest.raises(MemoryError, match=r"dense 200×150 arrays"):
+        _DenseNarrow(width=4, **kw).fit(problem.train)
+    with pytest.raises(MemoryError, match=r"width=400\).*GiB.*smaller width"):
+        DeepMatrixCompletion(width=400, **kw).fit(problem.train)

@@ -82,7 +82,13 @@ class NarrowNetwork(LayerEdits):
             "Use a smaller width, or CompressedDeepMatrixCompletion.",
         )  # fmt: skip
 
-    def initialize(self, data: TrainingData, u, v, generator: torch.Generator) -> Params:
+    def initialize(
+        self,
+        data: TrainingData,
+        u: np.ndarray | None,
+        v: np.ndarray | None,
+        generator: torch.Generator,
+    ) -> Params:
         """The ε-orthogonal layers ``W_1, …, W_L``, drawn in this order from ``generator``.
 
         ``u`` and ``v`` are not used. A distributed fit draws them for the whole matrix
