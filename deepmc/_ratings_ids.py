@@ -81,7 +81,9 @@ def _encode_ids(ids: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{name}: ids must be mutually sortable, got a mix of types {kinds}; convert "
             f"them to one type (e.g. all str) first."
         ) from exc
-    return labels, codes.astype(np.int64).ravel()
+    # int32 where the ids allow: the codes are the fit's largest arrays after the ratings
+    index_dtype = np.int32 if labels.shape[0] < 2**31 else np.int64
+    return labels, codes.astype(index_dtype).ravel()
 
 
 def _check_unique_pairs(
@@ -89,6 +91,11 @@ def _check_unique_pairs(
 ) -> None:
     """Reject a (user, item) pair rated more than once, naming the first one."""
     key = rows * np.int64(items.shape[0]) + cols
+    # sorting a copy finds repeats in place of a hash table several times its size
+    ordered = np.sort(key)
+    if not np.any(ordered[1:] == ordered[:-1]):
+        return
+    del ordered
     dup = pd.Index(key).duplicated(keep=False)
     if dup.any():
         first = np.flatnonzero(dup)[0]

@@ -20,7 +20,13 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._ratings_fit import fit_biases, fit_ensemble, fit_member, validation_folds
+from ._ratings_fit import (
+    fit_biases,
+    fit_ensemble,
+    fit_member,
+    row_major_ratings,
+    validation_folds,
+)
 from ._ratings_foldin import FoldedRows, fold_in_ratings, folded_terms, member_priors, merge_folded
 from ._ratings_ids import (
     _check_id_kind,
@@ -384,6 +390,8 @@ class RatingsCompletion(BaseEstimator):
             random_state=check_random_state(self.random_state),
         )
         self.rating_range_ = (float(ratings.min()), float(ratings.max()))
+        # rebinding frees the unsorted arrays before the members copy their parts
+        rows, cols, ratings, folds = row_major_ratings(rows, cols, ratings, folds)
         ensemble = fit_ensemble(
             rows,
             cols,
