@@ -39,11 +39,18 @@ import psutil
 
 from deepmc import RatingsCompletion
 from deepmc._device import host_peak_kib, reset_host_peak
+from deepmc.ratings import fit_biases
 
-SHAPES = {"1m": (6_040, 3_706, 1_000_209), "20m": (138_493, 26_744, 20_000_263)}
+SHAPES = {
+    "1m": (6_040, 3_706, 1_000_209),
+    "5m": (69_247, 13_372, 5_000_066),
+    "20m": (138_493, 26_744, 20_000_263),
+}
 #: Power-law exponents of the user and item propensities (rank^-a).
 USER_EXPONENT, ITEM_EXPONENT = 0.5, 0.8
 TASTE_RANK = 10
+#: Standard deviation of the entries of the taste factors (the taste's is ``√rank · 0.25²``).
+TASTE_SCALE = 0.25
 
 
 def _power_law(size: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -52,24 +59,84 @@ def _power_law(size: int, exponent: float, rng: np.random.Generator) -> np.ndarr
     return rng.permutation(p / p.sum())
 
 
-def synthetic_ratings(
-    n_users: int, n_items: int, n_ratings: int, seed: int = 0, chunk: int = 1 << 21
-) -> pd.DataFrame:
-    """A MovieLens-like table: power-law degrees, distinct pairs, ratings 1–5."""
-    rng = np.random.default_rng(seed)
-    pu = _power_law(n_users, USER_EXPONENT, rng)
-    pi = _power_law(n_items, ITEM_EXPONENT, rng)
+def _draws(cdf: np.ndarray, size: int, rng: np.random.Generator, chunk: int) -> np.ndarray:
+    """``rng.choice(len(cdf), size, p=...)`` as int32, drawn ``chunk`` at a time.
+
+    The same numbers as one ``rng.choice`` call (which draws ``size`` uniforms and looks
+    them up in the cumulative distribution), without its ``size`` float64 uniforms and
+    int64 indices at once.
+    """
+    out = np.empty(size, dtype=np.int32)
+    for start in range(0, size, chunk):
+        stop = min(start + chunk, size)
+        out[start:stop] = cdf.searchsorted(rng.random(stop - start), side="right")
+    return out
+
+
+def _distinct_pairs(
+    pu: np.ndarray, pi: np.ndarray, n_ratings: int, rng: np.random.Generator, chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n_ratings`` distinct (user, item) pairs drawn from ``pu × pi``, as int32.
+
+    Pairs are drawn with replacement, in rounds, until ``n_ratings`` are distinct, and
+    a random ``n_ratings`` of them kept. The keys ``user · n_items + item`` are sorted in
+    place and deduplicated (rather than by ``np.unique`` of a concatenation, which
+    copies them twice).
+    """
+    n_items = pi.shape[0]
+    cdf_u, cdf_i = pu.cumsum(), pi.cumsum()
+    cdf_u /= cdf_u[-1]
+    cdf_i /= cdf_i[-1]
     keys = np.empty(0, dtype=np.int64)
     while keys.size < n_ratings:
         extra = max(2 * (n_ratings - keys.size), 100_000)
-        users = rng.choice(n_users, size=extra, p=pu)
-        items = rng.choice(n_items, size=extra, p=pi)
-        keys = np.unique(np.concatenate([keys, users * np.int64(n_items) + items]))
-    keys = rng.permutation(keys)[:n_ratings]
-    users, items = np.divmod(keys, n_items)
-    del keys
-    U = rng.standard_normal((n_users, TASTE_RANK)).astype(np.float32) * 0.25
-    V = rng.standard_normal((n_items, TASTE_RANK)).astype(np.float32) * 0.25
+        users = _draws(cdf_u, extra, rng, chunk)
+        base = keys.size
+        new = np.empty(base + extra, dtype=np.int64)
+        new[:base] = keys
+        del keys
+        for start in range(0, extra, chunk):
+            stop = min(start + chunk, extra)
+            part = new[base + start : base + stop]
+            np.multiply(users[start:stop], n_items, out=part, dtype=np.int64)
+            part += cdf_i.searchsorted(rng.random(stop - start), side="right")
+        del users
+        new.sort()
+        keep = np.empty(new.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(new[1:], new[:-1], out=keep[1:])
+        keys = new[keep]
+        del new, keep
+    # rng.permutation(keys)[:n_ratings], through the permuted positions
+    chosen = rng.permutation(keys.size)[:n_ratings]
+    users = np.empty(n_ratings, dtype=np.int32)
+    items = np.empty(n_ratings, dtype=np.int32)
+    for start in range(0, n_ratings, chunk):
+        sl = slice(start, start + chunk)
+        u, i = np.divmod(keys[chosen[sl]], n_items)
+        users[sl], items[sl] = u, i
+    return users, items
+
+
+def synthetic_ratings(
+    n_users: int,
+    n_items: int,
+    n_ratings: int,
+    seed: int = 0,
+    chunk: int = 1 << 21,
+    taste_scale: float = TASTE_SCALE,
+) -> pd.DataFrame:
+    """A MovieLens-like table: power-law degrees, distinct pairs, ratings 1–5.
+
+    Built ``chunk`` ratings at a time, with int32 ids and float32 ratings: the table of
+    20M ratings takes 240 MB.
+    """
+    rng = np.random.default_rng(seed)
+    pu = _power_law(n_users, USER_EXPONENT, rng)
+    pi = _power_law(n_items, ITEM_EXPONENT, rng)
+    users, items = _distinct_pairs(pu, pi, n_ratings, rng, chunk)
+    U = rng.standard_normal((n_users, TASTE_RANK)).astype(np.float32) * taste_scale
+    V = rng.standard_normal((n_items, TASTE_RANK)).astype(np.float32) * taste_scale
     bu = rng.normal(0, 0.4, n_users).astype(np.float32)
     bi = rng.normal(0, 0.5, n_items).astype(np.float32)
     ratings = np.empty(n_ratings, dtype=np.float32)
@@ -80,7 +147,20 @@ def synthetic_ratings(
         noise = rng.normal(0, 0.8, u.size).astype(np.float32)
         ratings[sl] = 3.5 + bu[u] + bi[i] + taste + noise
     np.clip(np.round(ratings), 1, 5, out=ratings)
-    return pd.DataFrame({"user": users, "item": items, "rating": ratings})
+    return pd.DataFrame({"user": users, "item": items, "rating": ratings}, copy=False)
+
+
+def split(table: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(test, train)``: a random 10 % of the ratings and the rest, in table order.
+
+    The rows of ``table.sample(frac=0.1, random_state=seed)`` and of ``table.drop`` of
+    them, without the hash table of the labels ``drop`` builds.
+    """
+    n_test = round(0.1 * len(table))
+    chosen = np.random.RandomState(seed).choice(len(table), size=n_test, replace=False)
+    in_train = np.ones(len(table), dtype=bool)
+    in_train[chosen] = False
+    return table.iloc[chosen], table[in_train]
 
 
 class PeakRSS:
@@ -107,26 +187,51 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
+def biases_only_rmse(train: pd.DataFrame, test: pd.DataFrame) -> float:
+    """Test RMSE of ``clip(μ + b_u + b_i)`` (:func:`~deepmc.ratings.fit_biases`, λ = 5).
+
+    The baseline the network must beat: what the table's ratings owe to their user and
+    item alone. An id absent from training gets a bias of 0.
+    """
+    users, rows = np.unique(train.user.to_numpy(), return_inverse=True)
+    items, cols = np.unique(train.item.to_numpy(), return_inverse=True)
+    ratings = train.rating.to_numpy()
+    mean, user_bias, item_bias = fit_biases(rows, cols, ratings, (len(users), len(items)))
+    pred = np.full(len(test), mean)
+    for ids, labels, bias in ((test.user, users, user_bias), (test.item, items, item_bias)):
+        where = pd.Index(labels).get_indexer(ids.to_numpy())
+        pred[where >= 0] += bias[where[where >= 0]]
+    pred = np.clip(pred, ratings.min(), ratings.max())
+    return float(np.sqrt(np.mean((pred - test.rating.to_numpy()) ** 2)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=list(SHAPES), default="1m")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="progress bars per member")
+    parser.add_argument(
+        "--taste-scale",
+        type=float,
+        default=TASTE_SCALE,
+        help="standard deviation of the taste factors' entries",
+    )
     args = parser.parse_args(argv)
     m, n, count = SHAPES[args.shape]
+    exact = reset_host_peak()
     t0 = time.perf_counter()
-    table = synthetic_ratings(m, n, count, seed=args.seed)
-    test = table.sample(frac=0.1, random_state=args.seed)
-    train = table.drop(test.index)
-    del table
+    with PeakRSS() as gen_rss:
+        table = synthetic_ratings(m, n, count, seed=args.seed, taste_scale=args.taste_scale)
+        test, train = split(table, args.seed)
+        del table
     print(
         f"{args.shape}: {train.user.nunique():,} users × {train.item.nunique():,} items, "
-        f"{len(train):,} training ratings; generated in {time.perf_counter() - t0:.1f} s",
+        f"{len(train):,} training ratings; generated in {time.perf_counter() - t0:.1f} s, "
+        f"peak resident memory {gen_rss.peak / 2**30:.2f} GiB",
         flush=True,
     )
     model = RatingsCompletion(random_state=args.seed, verbose=int(args.verbose))
-    exact = reset_host_peak()
     with warnings.catch_warnings(), PeakRSS() as rss:
         warnings.simplefilter("ignore")
         t0, c0 = time.perf_counter(), time.process_time()
@@ -135,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         rmse = -model.score(test)
         predict_s = time.perf_counter() - t0
+    baseline = biases_only_rmse(train, test)
     hwm = host_peak_kib(exact)
     nets = [net for net in model.networks_ if net is not None]
     setup = [float(net.history_["seconds"].iloc[0]) for net in nets]
@@ -148,10 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"fit {fit_s:.1f} s (CPU {fit_cpu:.1f} s): set-up {sum(setup):.1f} s, steps "
         f"{sum(steps):.1f} s, outside the networks {outside:.1f} s | predict "
-        f"{len(test):,} ratings {predict_s:.1f} s | test RMSE {rmse:.4f}"
+        f"{len(test):,} ratings {predict_s:.1f} s"
     )
-    hwm_text = f", high-water mark {hwm / 2**20:.2f} GiB" if hwm else ""
-    print(f"peak resident memory {rss.peak / 2**30:.2f} GiB (psutil){hwm_text}")
+    print(f"test RMSE {rmse:.4f} | biases only {baseline:.4f}")
+    hwm_text = f"; the whole run's high-water mark {hwm / 2**20:.2f} GiB" if hwm else ""
+    print(f"fit and predict: peak resident memory {rss.peak / 2**30:.2f} GiB (psutil){hwm_text}")
 
 
 if __name__ == "__main__":
