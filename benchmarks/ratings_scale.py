@@ -31,8 +31,8 @@ predicting the held-out ratings.
 Measured (a shared 2-core machine, niced, ``OMP_NUM_THREADS=1``; the seconds measure
 the other jobs as much as the fit): ``--shape 20m`` peaked at 1.37 GiB while generating
 (3.9 GB before the table was built in chunks) and at 3.18 GiB for the whole run
-(7.12 GiB before; the rise per ensemble member, ~0.84 GB, came from reference cycles
-that kept each member's tensors until a garbage collection, and from the heap glibc
+(7.12 GiB before; the rise per ensemble member, ~0.84 GB, came from a reference cycle
+that kept each member's kernels until a garbage collection, and from the heap glibc
 kept after them); the fit took 531.3 s wall, 354.1 s CPU. Every member's best step is
 0 at the defaults' taste: test RMSE 0.8308, biases alone 0.8308. That is the held-out
 data's verdict, not a step size that stops too early: the top singular values of the

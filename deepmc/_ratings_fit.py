@@ -8,7 +8,6 @@ and averaged (:func:`fit_ensemble`).
 
 from __future__ import annotations
 
-import gc
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -202,14 +201,12 @@ def fit_member(
 def _fit_member_and_release(*args: Any, **kwargs: Any) -> tuple:
     """:func:`fit_member`, then the heap it freed handed back to the OS.
 
-    A member's fit leaves its copies of the data in reference cycles, which the garbage
-    collector may not visit for a long while, and glibc keeps the pages freed; without
-    the collection and the trim (:func:`deepmc._device.release_freed_memory`) the process
-    grows by hundreds of MB per member on a table of millions of ratings.
+    Each member frees its copies of the data when it returns, but glibc keeps the freed
+    pages in its heap, fragmented by what the member left alive (its fitted factors):
+    without the trim (:func:`deepmc._device.release_freed_memory`) the process grows from
+    member to member on a table of millions of ratings.
     """
     out = fit_member(*args, **kwargs)
-    # a fit leaves its tensors in reference cycles, freed only by a collection
-    gc.collect()
     release_freed_memory()
     return out
 
