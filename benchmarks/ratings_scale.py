@@ -29,11 +29,11 @@ what is outside the networks (ids, duplicate check, biases, validation slices);
 predicting the held-out ratings.
 
 Measured (a shared 2-core machine, niced, ``OMP_NUM_THREADS=1``; the seconds measure
-the other jobs as much as the fit): ``--shape 20m`` peaked at 1.37 GiB while generating
-(3.9 GB before the table was built in chunks) and at 3.18 GiB for the whole run
+the other jobs as much as the fit): ``--shape 20m`` peaked at 1.35 GiB while generating
+(3.9 GB before the table was built in chunks) and at 3.19 GiB for the whole run
 (7.12 GiB before; the rise per ensemble member, ~0.84 GB, came from a reference cycle
 that kept each member's kernels until a garbage collection, and from the heap glibc
-kept after them); the fit took 531.3 s wall, 354.1 s CPU. Every member's best step is
+kept after them); the fit took 362.8 s wall, 363.2 s CPU. Every member's best step is
 0 at the defaults' taste: test RMSE 0.8308, biases alone 0.8308. That is the held-out
 data's verdict, not a step size that stops too early: the top singular values of the
 residual matrix ``s·P_Ω(R)`` fall smoothly (1, 0.96, 0.95, … 0.70 for the top 20, no
