@@ -135,7 +135,7 @@ def top_spectrum(
     spectral and parsimony initialisations.
     """
     s = obs.shape[0] * obs.shape[1] / obs.n_observed
-    values = s * obs.values.astype(np.float64)
+    values = np.multiply(obs.values, s, dtype=np.float64)  # one float64 copy, not two
     return top_singular(obs.rows, obs.cols, values, obs.shape, k, generator=generator)
 
 
@@ -162,7 +162,7 @@ def prepare(
     y_norm = float(torch.linalg.vector_norm(torch.as_tensor(obs.values, dtype=torch.float64)))
     rows = torch.as_tensor(obs.rows, device=device)
     cols = torch.as_tensor(obs.cols, device=device)
-    y = torch.as_tensor(obs.values.astype(np.float64) / scale, dtype=dtype, device=device)
+    y = torch.as_tensor(np.divide(obs.values, scale, dtype=np.float64), dtype=dtype, device=device)
     return TrainingData(
         shape=obs.shape,
         rows=rows,

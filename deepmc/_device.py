@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +16,7 @@ __all__ = [
     "available_bytes",
     "intra_op_threads",
     "make_generator",
+    "release_freed_memory",
     "resolve_device",
     "resolve_dtype",
     "synchronize",
@@ -231,3 +235,26 @@ def available_host_bytes() -> int | None:
         return int(psutil.virtual_memory().available)
     except (psutil.Error, OSError, RuntimeError):
         return None
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the operating system (glibc ``malloc_trim``).
+
+    glibc keeps memory freed by NumPy and torch in its heap for later allocations, so a
+    process that fits one large model after another (the members of
+    :class:`~deepmc.RatingsCompletion`) grows by the fragments each fit leaves, although
+    nothing of them is alive. Trimming between fits returns them. No effect where the C
+    library has no ``malloc_trim`` (macOS, Windows, musl).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

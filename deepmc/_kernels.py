@@ -219,7 +219,10 @@ class PatternKernels:
                 "method: expected 'auto', 'small', 'dense', 'sddmm' or 'gather', got "
                 f"{method!r}."
             )
-        self.pattern = pattern
+        # A twin without the kernels cache, sharing the index tensors: ``pattern`` caches
+        # this object, and a reference back to it would make a cycle that keeps every
+        # structure and buffer here alive until a garbage collection.
+        self.pattern = ObservedPattern(pattern.crow, pattern.col, pattern.shape)
         self.dtype = dtype
         self.method = method
         self.column_major = method == "small"

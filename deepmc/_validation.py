@@ -45,6 +45,7 @@ __all__ = [
     "check_params",
     "check_same_matrix",
     "entry_sample",
+    "row_major",
 ]
 
 
@@ -221,7 +222,26 @@ def check_value_range(obs: Observations, what: str = "X") -> None:
         )
 
 
+#: Entries per slice of :func:`row_major`'s comparisons (bounds its temporaries).
+_CHECK_CHUNK = 1 << 20
+
+
+def row_major(rows: np.ndarray, cols: np.ndarray) -> bool:
+    """Whether the entries are strictly increasing in row-major order (sorted, no repeats)."""
+    for a in range(0, rows.shape[0] - 1, _CHECK_CHUNK):
+        b = min(a + _CHECK_CHUNK, rows.shape[0] - 1)
+        r0, r1 = rows[a:b], rows[a + 1 : b + 1]
+        if np.any(r1 < r0) or np.any((r1 == r0) & (cols[a + 1 : b + 1] <= cols[a:b])):
+            return False
+    return True
+
+
 def _sorted(rows, cols, values, shape) -> Observations:
+    shape = (int(shape[0]), int(shape[1]))
+    # Input already in row-major order (a caller that sorted once for several fits) is
+    # kept as it is: the permuted copies would be the fit's largest temporaries.
+    if row_major(rows, cols):
+        return Observations(rows, cols, values, shape)
     order = np.lexsort((cols, rows))
     rows, cols, values = rows[order], cols[order], values[order]
     if rows.size > 1:
@@ -232,7 +252,7 @@ def _sorted(rows, cols, values, shape) -> Observations:
                 f"X: entry ({rows[k]}, {cols[k]}) is observed more than once "
                 f"({int(dup.sum())} duplicate(s)); each entry may be observed at most once."
             )
-    return Observations(rows, cols, values, (int(shape[0]), int(shape[1])))
+    return Observations(rows, cols, values, shape)
 
 
 def _from_triplets(X: tuple) -> Observations:

@@ -23,6 +23,7 @@ from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import ThreadpoolController
 
 from ._kernels import SMALL_ELEMENTS
+from ._validation import row_major
 
 __all__ = [
     "dense_top_singular",
@@ -114,12 +115,30 @@ def top_singular(
         M.index_put_(index, torch.as_tensor(values, dtype=torch.float64), accumulate=True)
         u, s, v = dense_top_singular(M, k)
         return u.numpy(), s.numpy(), v.numpy()
-    M = sp.csr_matrix((np.asarray(values, dtype=np.float64), (rows, cols)), shape=shape)
+    M = _csr(rows, cols, values, shape)
     with _blas_threads().limit(limits=1, user_api="blas"):
         u, s, vt = randomized_svd(
             M, n_components=k, n_iter=n_iter, random_state=seed, flip_sign=True
         )
     return u, s, vt.T
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]):
+    """The float64 CSR matrix with ``values`` at ``(rows, cols)`` (repeats summed).
+
+    Coordinates in strict row-major order (as fits pass them) give the row pointers by a
+    count and the column indices as they are, in int32: no COO copies and no sort, the
+    largest temporaries of the set-up of a large fit. The matrix is the one the COO route
+    builds (same entries in the same order), so the products are the same to the bit.
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    fits_int32 = max(*shape, rows.shape[0]) < 2**31
+    if fits_int32 and rows.shape[0] and row_major(rows, cols):
+        indptr = np.zeros(shape[0] + 1, dtype=np.int32)
+        np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+        data = np.asarray(values, dtype=np.float64)
+        return sp.csr_matrix((data, cols.astype(np.int32), indptr), shape=shape)
+    return sp.csr_matrix((np.asarray(values, dtype=np.float64), (rows, cols)), shape=shape)
 
 
 def dense_top_singular(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,279 +11,38 @@ compared through the same pipeline.
 
 from __future__ import annotations
 
-import numbers
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._ratings_fit import (
+    fit_biases,
+    fit_ensemble,
+    fit_member,
+    row_major_ratings,
+    validation_folds,
+)
 from ._ratings_foldin import FoldedRows, fold_in_ratings, folded_terms, member_priors, merge_folded
-from ._threads import available_cpus, call_with_threads, fit_threads
+from ._ratings_ids import (
+    _check_id_kind,
+    _check_ids,
+    _check_unique_pairs,
+    _encode_ids,
+    _positions,
+    input_pairs,
+)
 from ._validation import Interval, StrOptions, check_params
 from .models import CompressedDeepMatrixCompletion, DeepMatrixCompletion, make_estimator
 
 __all__ = ["RatingsCompletion", "fit_biases", "fit_member", "validation_folds"]
 
-#: Sweeps of the alternating bias updates; the estimate changes by < 1e-4 after ~5.
-_BIAS_SWEEPS = 10
-#: Residuals below this (relative to the mean rating) count as exactly explained.
-_ZERO_RESIDUAL = 1e-9
 #: Default λ of :class:`RatingsCompletion` (with row-weighted decay, ``decay_weighting=1``).
 WEIGHT_DECAY = 0.01
-
-
-def fit_biases(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    values: np.ndarray,
-    shape: tuple[int, int],
-    *,
-    reg: float = 5.0,
-    n_sweeps: int = _BIAS_SWEEPS,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    r"""Global mean and regularised user / item biases by alternating means.
-
-    Minimises, over ``b_u`` and ``b_i`` with ``μ`` the mean rating,
-
-    .. math::
-
-        \sum_{(u,i)\in\Omega} (r_{ui} - \mu - b_u - b_i)^2
-        + \lambda \Big(\sum_u b_u^2 + \sum_i b_i^2\Big)
-
-    by exact coordinate updates ``b_i = Σ_u (r_ui − μ − b_u) / (λ + n_i)`` and likewise
-    for ``b_u``: each bias is shrunk towards 0 as if it had ``λ`` extra ratings at the
-    global mean.
-
-    Parameters
-    ----------
-    rows, cols : ndarray of int of shape (N,)
-        User (row) and item (column) index of each rating.
-    values : ndarray of shape (N,)
-        The ratings.
-    shape : tuple of (int, int)
-        ``(n_users, n_items)``.
-    reg : float, default=5.0
-        λ.
-    n_sweeps : int, default=10
-        Alternating sweeps (item biases, then user biases).
-
-    Returns
-    -------
-    mean : float
-    user_bias : ndarray of shape (n_users,)
-    item_bias : ndarray of shape (n_items,)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mu, bu, bi = fit_biases(np.array([0, 0, 1]), np.array([0, 1, 0]),
-    ...                         np.array([5.0, 4.0, 3.0]), (2, 2), reg=0.0)
-    >>> round(mu, 3), np.round(bu + bi[0], 3).tolist()
-    (4.0, [1.0, -1.0])
-    """
-    m, n = shape
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    centred = values - mean
-    n_user = np.bincount(rows, minlength=m)
-    n_item = np.bincount(cols, minlength=n)
-    user_bias = np.zeros(m)
-    item_bias = np.zeros(n)
-    for _ in range(n_sweeps):
-        item_bias = np.bincount(cols, centred - user_bias[rows], minlength=n) / (reg + n_item)
-        user_bias = np.bincount(rows, centred - item_bias[cols], minlength=m) / (reg + n_user)
-    # With reg = 0 a user unseen in the data would divide 0 by 0.
-    np.nan_to_num(item_bias, copy=False)
-    np.nan_to_num(user_bias, copy=False)
-    return mean, user_bias, item_bias
-
-
-def validation_folds(
-    n_ratings: int,
-    validation_fraction: float,
-    n_members: int,
-    *,
-    random_state: np.random.RandomState,
-) -> list[tuple[np.ndarray, int]]:
-    """Disjoint validation slices, one per ensemble member, and each member's seed.
-
-    The ratings are permuted once; member ``k`` holds out slice ``k`` of
-    ``round(validation_fraction * n_ratings)`` ratings, so that the members stop on
-    different ratings and, together, every rating of up to ``1 / validation_fraction``
-    members trains most of them (cross-fitting, as in K-fold bagging).
-
-    Parameters
-    ----------
-    n_ratings : int
-    validation_fraction : float
-    n_members : int
-    random_state : numpy.random.RandomState
-
-    Returns
-    -------
-    list of (ndarray of bool of shape (n_ratings,), int)
-        The validation mask and the seed of each member.
-    """
-    n_val = round(validation_fraction * n_ratings)
-    if n_val < 1 or n_val >= n_ratings:
-        raise ValueError(
-            f"validation_fraction={validation_fraction} leaves {n_ratings - n_val} training "
-            f"and {n_val} validation ratings out of {n_ratings}; both must be at least 1."
-        )
-    if n_members * n_val > n_ratings:
-        raise ValueError(
-            f"n_estimators={n_members} disjoint validation slices of {n_val} ratings "
-            f"(validation_fraction={validation_fraction}) need {n_members * n_val} ratings, "
-            f"got {n_ratings}; use at most {n_ratings // n_val} estimators or a smaller "
-            "validation_fraction."
-        )
-    perm = random_state.permutation(n_ratings)
-    seeds = random_state.randint(np.iinfo(np.int32).max, size=n_members)
-    folds = []
-    for k in range(n_members):
-        is_val = np.zeros(n_ratings, dtype=bool)
-        is_val[perm[k * n_val : (k + 1) * n_val]] = True
-        folds.append((is_val, int(seeds[k])))
-    return folds
-
-
-def fit_member(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    ratings: np.ndarray,
-    shape: tuple[int, int],
-    is_val: np.ndarray,
-    *,
-    bias_reg: float,
-    network: Any,
-) -> tuple[float, np.ndarray, np.ndarray, Any]:
-    """Biases, then the network on their residuals, both without the validation slice.
-
-    The slice is held out of every stage, so the validation RMSE that chooses the
-    stopping step of the network is an honest held-out estimate.
-
-    Parameters
-    ----------
-    rows, cols : ndarray of int of shape (N,)
-    ratings : ndarray of shape (N,)
-    shape : tuple of (int, int)
-    is_val : ndarray of bool of shape (N,)
-        The validation slice.
-    bias_reg : float
-        λ of :func:`fit_biases`.
-    network : estimator
-        An unfitted deepmc network; fitted with ``validation_set`` = the slice.
-
-    Returns
-    -------
-    mean, user_bias, item_bias
-        As in :func:`fit_biases`.
-    network : estimator or None
-        Fitted; ``None`` when nothing is left for it: one user or one item (the biases
-        then fit every rating), or residuals that are zero to rounding.
-    """
-    fit_ = ~is_val
-    mean, user_bias, item_bias = fit_biases(
-        rows[fit_], cols[fit_], ratings[fit_], shape, reg=bias_reg
-    )
-    residual = ratings - mean - user_bias[rows] - item_bias[cols]
-    if min(shape) < 2 or np.all(np.abs(residual) <= _ZERO_RESIDUAL * max(1.0, abs(mean))):
-        return mean, user_bias, item_bias, None
-    network.fit(
-        (rows[fit_], cols[fit_], residual[fit_], shape),
-        validation_set=(rows[is_val], cols[is_val], residual[is_val], shape),
-    )
-    return mean, user_bias, item_bias, network
-
-
-def _positions(mask: np.ndarray, limit: int = 5) -> str:
-    """``"3 (at positions [0, 7, 9])"``: the count and the first positions of ``mask``."""
-    where = np.flatnonzero(mask)
-    shown = ", ".join(str(k) for k in where[:limit]) + (", ..." if where.size > limit else "")
-    return f"{where.size} (at positions [{shown}])"
-
-
-def _check_ids(ids: np.ndarray, name: str) -> np.ndarray:
-    """``ids`` as a 1-D array, rejecting missing ids (NaN, None, NaT) by name and position.
-
-    A NaN id would otherwise become a user called ``"nan"`` (after a string conversion) or
-    make the sorting of the ids fail with a bare ``TypeError``.
-    """
-    ids = np.asarray(ids)
-    missing = np.asarray(pd.isna(ids), dtype=bool).reshape(ids.shape)
-    if missing.any():
-        raise ValueError(
-            f"{name}: found {_positions(missing)} missing ids (NaN or None); drop or fill "
-            "those rows first."
-        )
-    if ids.dtype.kind == "f" and np.isinf(ids).any():
-        raise ValueError(
-            f"{name}: found {_positions(np.isinf(ids))} infinite ids; ids must be finite."
-        )
-    return ids
-
-
-def _id_kind(ids: np.ndarray) -> str | None:
-    """``"number"`` or ``"string"`` for ids all of one kind, ``None`` for a mix."""
-    if ids.dtype.kind in "biuf":
-        return "number"
-    if ids.dtype.kind in "US":
-        return "string"
-    values = ids.ravel().tolist()
-    if all(isinstance(v, numbers.Number) for v in values):
-        return "number"
-    if all(isinstance(v, str) for v in values):
-        return "string"
-    return None
-
-
-def _check_id_kind(ids: np.ndarray, fitted: np.ndarray, name: str) -> None:
-    """Refuse ids of another kind than the fitted ones: every one would be unknown."""
-    kind, fitted_kind = _id_kind(ids), _id_kind(fitted)
-    if ids.size and kind and fitted_kind and kind != fitted_kind:
-        raise ValueError(
-            f"predict: the {name} ids are {kind}s (e.g. {ids.ravel()[0]!r}) but the model "
-            f"was fitted on {fitted_kind} ids (e.g. {fitted.ravel()[0]!r}), so none of them "
-            "is known and every prediction would fall back to the mean. Pass the ids as "
-            "they were given to fit."
-        )
-
-
-def _encode_ids(ids: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct ids and the index of each id among them."""
-    try:
-        labels, codes = np.unique(ids, return_inverse=True)
-    except TypeError as exc:
-        kinds = sorted({type(v).__name__ for v in ids.ravel().tolist()})
-        raise ValueError(
-            f"{name}: ids must be mutually sortable, got a mix of types {kinds}; convert "
-            f"them to one type (e.g. all str) first."
-        ) from exc
-    return labels, codes.astype(np.int64).ravel()
-
-
-def _check_unique_pairs(
-    rows: np.ndarray, cols: np.ndarray, users: np.ndarray, items: np.ndarray
-) -> None:
-    """Reject a (user, item) pair rated more than once, naming the first one."""
-    key = rows * np.int64(items.shape[0]) + cols
-    dup = pd.Index(key).duplicated(keep=False)
-    if dup.any():
-        first = np.flatnonzero(dup)[0]
-        at = np.flatnonzero(key == key[first])
-        n_pairs = int(pd.Index(key[dup]).nunique())
-        raise ValueError(
-            f"X: {n_pairs} (user, item) pair(s) are rated more than once, e.g. user "
-            f"{users[rows[first]]!r} and item {items[cols[first]]!r} at positions "
-            f"{at[:5].tolist()}. Aggregate them first, e.g. "
-            "df.groupby(['user', 'item'], as_index=False)['rating'].mean()."
-        )
 
 
 class RatingsCompletion(BaseEstimator):
@@ -568,69 +327,6 @@ class RatingsCompletion(BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ input
-    @staticmethod
-    def _pairs(X: Any, y: Any, *, need_ratings: bool) -> tuple[np.ndarray, np.ndarray, Any]:
-        """``(users, items, ratings)`` from a DataFrame, an (N, 2|3) array, or pairs + y."""
-        ratings = None
-        if sp.issparse(X):
-            raise TypeError(
-                "X: sparse input is not supported; pass a DataFrame with 'user' and 'item' "
-                "columns or an array of (user, item) pairs (ids, not a feature matrix)."
-            )
-        if isinstance(X, pd.DataFrame):
-            missing = [c for c in ("user", "item") if c not in X.columns]
-            if missing:
-                raise ValueError(
-                    f"X: a DataFrame needs 'user' and 'item' columns (and 'rating' unless "
-                    f"y is given); missing {missing}, got columns {list(X.columns)}."
-                )
-            users, items = X["user"].to_numpy(), X["item"].to_numpy()
-            if y is None and "rating" in X.columns:
-                ratings = X["rating"].to_numpy()
-        else:
-            arr = np.asarray(X, dtype=object if not hasattr(X, "dtype") else None)
-            if arr.ndim != 2 or arr.shape[1] not in (2, 3):
-                raise ValueError(
-                    "X: expected a DataFrame with 'user', 'item'[, 'rating'] columns or an "
-                    f"array of shape (N, 2) (user, item) or (N, 3) (user, item, rating); "
-                    f"got shape {arr.shape}."
-                )
-            users, items = arr[:, 0], arr[:, 1]
-            if arr.shape[1] == 3 and y is None:
-                ratings = arr[:, 2]
-        if y is not None:
-            ratings = np.asarray(y)
-        if ratings is not None:
-            ratings = np.asarray(ratings)
-            if ratings.dtype.kind == "c" or (
-                ratings.dtype == object and ratings.size and isinstance(ratings.flat[0], complex)
-            ):
-                raise ValueError(
-                    "ratings: complex values are not supported (their imaginary part would "
-                    "be dropped); pass real ratings."
-                )
-            try:
-                ratings = np.asarray(ratings, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"ratings must be numeric: {exc}") from exc
-            if ratings.shape != users.shape:
-                raise ValueError(
-                    f"ratings: expected {users.shape[0]} values (one per (user, item) pair), "
-                    f"got shape {ratings.shape}."
-                )
-            bad = ~np.isfinite(ratings)
-            if bad.any():
-                raise ValueError(
-                    f"ratings: found {_positions(bad)} NaN or infinite values; drop those "
-                    "rows first."
-                )
-        elif need_ratings:
-            raise ValueError(
-                "fit: no ratings given; pass a DataFrame with a 'rating' column, an (N, 3) "
-                "array, or (user, item) pairs with y=ratings."
-            )
-        return _check_ids(users, "user"), _check_ids(items, "item"), ratings
-
     # ------------------------------------------------------------------ fit
     def _make_network(
         self, shape: tuple[int, int]
@@ -679,7 +375,7 @@ class RatingsCompletion(BaseEstimator):
             The fitted estimator.
         """
         check_params(self)
-        users, items, ratings = self._pairs(X, y, need_ratings=True)
+        users, items, ratings = input_pairs(X, y, need_ratings=True)
         self.n_features_in_ = int(np.shape(X)[1]) if np.ndim(X) == 2 else 2
         if ratings.shape[0] == 0:
             raise ValueError("X: no ratings; at least one is needed.")
@@ -694,31 +390,21 @@ class RatingsCompletion(BaseEstimator):
             random_state=check_random_state(self.random_state),
         )
         self.rating_range_ = (float(ratings.min()), float(ratings.max()))
-        network = self._make_network(shape)
-        # members in worker processes share the CPUs: each worker gets its part of them
-        n_workers = min(effective_n_jobs(self.n_jobs), len(folds))
-        per_worker = max(available_cpus() // n_workers, 1) if n_workers > 1 else None
-        with fit_threads():
-            members = Parallel(n_jobs=self.n_jobs)(
-                delayed(call_with_threads)(
-                    per_worker,
-                    fit_member,
-                    rows,
-                    cols,
-                    ratings,
-                    shape,
-                    is_val,
-                    bias_reg=float(self.bias_reg),
-                    network=clone(network).set_params(random_state=seed),
-                )
-                for is_val, seed in folds
-            )
-        # Predictions are linear in the members' terms until the final clip, so the
-        # averaged biases are exactly the bias part of the averaged prediction.
-        self.global_mean_ = float(np.mean([m[0] for m in members]))
-        self.user_bias_ = np.mean([m[1] for m in members], axis=0)
-        self.item_bias_ = np.mean([m[2] for m in members], axis=0)
-        self.networks_ = [m[3] for m in members]
+        # rebinding frees the unsorted arrays before the members copy their parts
+        rows, cols, ratings, folds = row_major_ratings(rows, cols, ratings, folds)
+        ensemble = fit_ensemble(
+            rows,
+            cols,
+            ratings,
+            shape,
+            folds,
+            self._make_network(shape),
+            bias_reg=float(self.bias_reg),
+            n_jobs=self.n_jobs,
+        )
+        self.global_mean_ = ensemble.global_mean
+        self.user_bias_, self.item_bias_ = ensemble.user_bias, ensemble.item_bias
+        self.networks_ = ensemble.networks
         self.network_ = self.networks_[0]
         fitted = [net for net in self.networks_ if net is not None]
         self.n_iter_ = int(sum(net.n_iter_ for net in fitted))
@@ -757,7 +443,7 @@ class RatingsCompletion(BaseEstimator):
         """
         check_is_fitted(self)
         if items is None:
-            users, items, _ = self._pairs(users, None, need_ratings=False)
+            users, items, _ = input_pairs(users, None, need_ratings=False)
         users, items = _check_ids(users, "user"), _check_ids(items, "item")
         if users.shape != items.shape or users.ndim != 1:
             raise ValueError(
@@ -807,7 +493,7 @@ class RatingsCompletion(BaseEstimator):
         -------
         float
         """
-        users, items, ratings = self._pairs(X, y, need_ratings=True)
+        users, items, ratings = input_pairs(X, y, need_ratings=True)
         pred = self.predict(users, items)
         return -float(np.sqrt(np.mean((pred - ratings) ** 2)))
 
@@ -888,7 +574,7 @@ class RatingsCompletion(BaseEstimator):
         method = f"partial_fit_{side}"
         if unknown not in ("error", "ignore"):
             raise ValueError(f"{method}: unknown must be 'error' or 'ignore', got {unknown!r}.")
-        users, items, ratings = self._pairs(X, y, need_ratings=True)
+        users, items, ratings = input_pairs(X, y, need_ratings=True)
         new, fixed = (users, items) if side == "users" else (items, users)
         fixed_labels = self.items_ if side == "users" else self.users_
         fixed_bias = self.item_bias_ if side == "users" else self.user_bias_

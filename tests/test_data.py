@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from deepmc._data import prepare, split_validation, validation_mask
-from deepmc._validation import Observations
+from deepmc._validation import Observations, check_observations
 
 
 def _obs() -> Observations:
@@ -107,3 +108,36 @@ def test_top_singular_is_randomized_on_a_large_matrix(monkeypatch):
     dense[r, c] = v
     np.testing.assert_allclose(s, np.linalg.svd(dense, compute_uv=False)[:3], rtol=1e-8)
     np.testing.assert_allclose(u.T @ dense @ vv, np.diag(s), atol=1e-8 * s[0])
+
+
+def test_csr_of_row_major_entries_is_the_coo_routes_matrix():
+    # fits pass row-major entries: the CSR is built without the COO copies, to the bit
+    from deepmc.init import _csr
+
+    rng = np.random.default_rng(0)
+    keys = np.sort(rng.choice(40 * 30, size=300, replace=False))
+    rows, cols = np.divmod(keys, 30)
+    values = rng.standard_normal(300)
+    direct = _csr(rows, cols, values, (40, 30))
+    via_coo = sp.csr_matrix((values, (rows, cols)), shape=(40, 30))
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(direct, name), getattr(via_coo, name))
+    assert direct.indices.dtype == np.int32
+    # out of order (or repeated) entries take the COO route, which sums repeats
+    shuffled = rng.permutation(300)
+    other = _csr(rows[shuffled], cols[shuffled], values[shuffled], (40, 30))
+    np.testing.assert_allclose(other.toarray(), via_coo.toarray())
+
+
+def test_row_major_entries_are_kept_without_a_copy():
+    from deepmc._validation import row_major
+
+    rows, cols = np.array([0, 0, 1, 3]), np.array([1, 2, 0, 0])
+    assert row_major(rows, cols) and row_major(rows[:1], cols[:1])
+    assert not row_major(np.array([0, 0]), np.array([1, 1]))  # a repeat
+    assert not row_major(np.array([1, 0]), np.array([0, 1]))
+    values = np.arange(4.0)
+    obs = check_observations((rows, cols, values, (4, 3)))
+    assert obs.rows is rows and obs.cols is cols
+    unsorted = check_observations((rows[::-1], cols[::-1], values[::-1], (4, 3)))
+    np.testing.assert_array_equal(unsorted.values, values)

@@ -567,3 +567,22 @@ def test_distributed_fit_refuses_whole_matrix_options(param):
 
     with pytest.raises(ValueError, match=next(iter(param))):
         _check_supported(CompressedDeepMatrixCompletion(**param))
+
+
+def test_a_pattern_and_its_kernels_are_freed_without_the_garbage_collector():
+    # a cycle between them would keep a fit's structures and buffers until a collection
+    import gc
+    import weakref
+
+    rows, cols = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 2, 0, 1])
+    pattern = ObservedPattern.from_coo(rows, cols, (3, 3))
+    kernels = pattern.kernels(torch.float32)
+    kernels.buffer("residual", (4,))
+    assert kernels.pattern.shape == (3, 3) and kernels.pattern.col is pattern.col
+    freed = weakref.ref(kernels)
+    gc.disable()
+    try:
+        del pattern, kernels
+        assert freed() is None
+    finally:
+        gc.enable()

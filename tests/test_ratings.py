@@ -13,6 +13,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from deepmc import CompressedDeepMatrixCompletion, DeepMatrixCompletion, RatingsCompletion
+from deepmc._ratings_fit import row_major_ratings
 from deepmc.datasets import load_movielens
 from deepmc.ratings import fit_biases, validation_folds
 
@@ -337,6 +338,20 @@ def test_members_hold_out_disjoint_slices_and_are_averaged(ratings, fitted):
     )  # float32 networks: the two sums round differently
     assert fitted.best_iterations_.shape == (2,)
     assert fitted.n_iter_ == sum(net.n_iter_ for net in fitted.networks_)
+
+
+def test_row_major_ratings_keep_each_members_validation_ratings():
+    rng = np.random.default_rng(0)
+    rows, cols = np.divmod(rng.permutation(60), 6)
+    ratings = rng.random(60)
+    folds = validation_folds(60, 0.1, 3, random_state=np.random.RandomState(0))
+    r, c, v, sorted_folds = row_major_ratings(rows, cols, ratings, folds)
+    assert np.all(np.diff(r * 6 + c) > 0)
+    for (old, seed), (new, new_seed) in zip(folds, sorted_folds, strict=True):
+        assert seed == new_seed
+        assert sorted(zip(rows[old], cols[old], ratings[old])) == sorted(
+            zip(r[new], c[new], v[new])
+        )
 
 
 def test_too_many_members_for_the_validation_slices(ratings):

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .._data import HeldOut
+from .._ratings_fit import _BIAS_SWEEPS
 from .._validation import Observations, check_indices
-from ..ratings import _BIAS_SWEEPS
 from ._comm import Comm
 from ._shard import Shard
 
