@@ -326,7 +326,6 @@ class RatingsCompletion(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ input
     # ------------------------------------------------------------------ fit
     def _make_network(
         self, shape: tuple[int, int]
