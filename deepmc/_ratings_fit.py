@@ -36,6 +36,10 @@ _ZERO_RESIDUAL = 1e-9
 #: step (:func:`fit_network`): beyond the reach of the default schedule on MovieLens-100K
 #: (best steps 70–80 of 5 × 5 members), so its fits are unchanged.
 BOOST_AFTER = 100
+#: The largest row weight ``(n_u m / N)^α`` of the row-weighted decay at which ``λ``
+#: applies as given (:func:`scale_decay`): twice MovieLens-100K's (about 10), above the
+#: 1M-rating table's of ``benchmarks/ratings_scale.py`` (15.6): those fits are unchanged.
+DECAY_WEIGHT_REF = 20.0
 #: The factor of that larger step: ``lr = 0.6`` kept the test RMSE of a power-law table
 #: at 5M ratings (0.8197 against 0.8192) in 155 steps instead of 365; ``0.9`` oscillated.
 BOOST = 2.0
@@ -200,12 +204,50 @@ def fit_member(
         return mean, user_bias, item_bias, None
     fit_residual, val_residual = residual[fit_], residual[is_val]
     del residual, fit_
+    scale_decay(network, fit_rows, fit_cols, shape)
     fit_network(
         network,
         (fit_rows, fit_cols, fit_residual, shape),
         (rows[is_val], cols[is_val], val_residual, shape),
     )
     return mean, user_bias, item_bias, network
+
+
+def scale_decay(network: Any, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> Any:
+    """Scale ``λ`` of a row-weighted decay down so that its largest weight is ≤ the reference's.
+
+    The compressed network decays row ``u`` of its factors at ``λ (n_u m / N)^α``
+    (``decay_weighting`` α; likewise for the columns). The weights grow with the
+    spread of the degrees: up to about 10 on MovieLens-100K, where ``λ`` was tuned, but
+    ~100 on a power-law table of MovieLens-20M's density, whose most-rated rows are
+    then decayed ten times harder and hold the whole network at its first step (best
+    step 0 on such a table whose taste a smaller ``λ`` learns). When the largest
+    weight ``w`` exceeds :data:`DECAY_WEIGHT_REF`, ``λ`` is multiplied by
+    ``DECAY_WEIGHT_REF / w``: no row decays faster than at ``λ · DECAY_WEIGHT_REF``.
+
+    Parameters
+    ----------
+    network : estimator
+        Its ``weight_decay`` is set (in place) when scaled; a network without
+        ``decay_weighting`` (or with α = 0 or λ = 0) is left alone.
+    rows, cols : ndarray of int of shape (N,)
+        The training entries.
+    shape : tuple of (int, int)
+
+    Returns
+    -------
+    network : estimator
+    """
+    params = network.get_params()
+    alpha, lam = params.get("decay_weighting", 0.0), params["weight_decay"]
+    if not alpha or not lam or rows.size == 0:
+        return network
+    m, n = shape
+    top = max(np.bincount(rows, minlength=m).max() * m, np.bincount(cols, minlength=n).max() * n)
+    weight = (top / rows.size) ** alpha
+    if weight > DECAY_WEIGHT_REF:
+        network.set_params(weight_decay=lam * DECAY_WEIGHT_REF / weight)
+    return network
 
 
 def fit_network(network: Any, train: tuple, validation: tuple) -> Any:
