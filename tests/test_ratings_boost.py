@@ -117,3 +117,19 @@ def test_the_decay_lets_a_power_law_table_learn() -> None:
     assert model.network_.weight_decay == pytest.approx(0.01 * DECAY_WEIGHT_REF / 30.6, rel=0.01)
     assert model.best_iteration_ > 100
     assert model.history_["val_rmse"].min() < model.history_["val_rmse"].iloc[0] - 0.05
+
+
+def test_no_boost_without_early_stopping_or_with_another_optimizer() -> None:
+    """Only early-stopped plain gradient descent is continued at a larger step."""
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((30, 2)) @ rng.standard_normal((2, 20))
+    rows, cols = np.nonzero(rng.random(truth.shape) < 0.6)
+    data = (rows, cols, truth[rows, cols], truth.shape)
+    for kw in ({"early_stopping": False}, {"early_stopping": True, "optimizer": "momentum"}):
+        net = CompressedDeepMatrixCompletion(
+            rank=2, lr=0.05, solver="gd", max_iter=150, tol=0.0, random_state=0, **kw
+        )
+        with pytest.warns(ConvergenceWarning, match="max_iter=150"):
+            fit_network(net, data, data)
+        assert net.n_iter_ == 150
+        assert set(net.history_["lr"]) == {0.05}
