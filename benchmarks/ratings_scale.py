@@ -237,6 +237,18 @@ def biases_only_rmse(train: pd.DataFrame, test: pd.DataFrame) -> float:
     return float(np.sqrt(np.mean((pred - test.rating.to_numpy()) ** 2)))
 
 
+def _phase_seconds(seconds: np.ndarray) -> tuple[float, float]:
+    """``(set-up, steps)`` seconds of a network's ``history_["seconds"]``.
+
+    A member still improving after ``deepmc._ratings_fit.BOOST_AFTER`` steps is
+    continued by a second, warm-started fit whose clock starts again: each run's first
+    row is its set-up, the rest its steps and checks.
+    """
+    starts = np.flatnonzero(np.r_[True, seconds[1:] < seconds[:-1]])
+    ends = np.r_[starts[1:] - 1, seconds.size - 1]
+    return float(seconds[starts].sum()), float((seconds[ends] - seconds[starts]).sum())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -275,8 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     baseline = biases_only_rmse(train, test)
     hwm = host_peak_kib(exact)
     nets = [net for net in model.networks_ if net is not None]
-    setup = [float(net.history_["seconds"].iloc[0]) for net in nets]
-    steps = [float(net.history_["seconds"].iloc[-1]) - s for net, s in zip(nets, setup)]
+    setup, steps = zip(*(_phase_seconds(net.history_["seconds"].to_numpy()) for net in nets))
     for k, (net, a, b) in enumerate(zip(nets, setup, steps)):
         print(
             f"member {k}: set-up {a:.1f} s | {net.n_iter_} steps and checks {b:.1f} s "
