@@ -213,7 +213,9 @@ class RatingsCompletion(BaseEstimator):
     best_iteration_ : int
         ``best_iterations_[0]`` (0 without a network).
     history_ : pandas.DataFrame
-        ``network_.history_`` (empty without a network).
+        ``network_.history_`` (empty without a network). A member continued at the
+        larger step after 100 steps (``lr``) holds the rows of both runs: the second
+        repeats the first's last iteration, and its ``seconds`` start again from 0.
 
     See Also
     --------
