@@ -102,7 +102,10 @@ class RatingsCompletion(BaseEstimator):
         gave the same RMSE (within 0.0002), the best step at ~510, ~250, ~170; on five
         80/20 splits of MovieLens-100K, 0.3 (with ``check_every=5``,
         ``n_iter_no_change=8``) gave the test RMSE of 0.1 (with 10 and 15) within 0.0003
-        per split, in a third of the steps.
+        per split, in a third of the steps. A member still improving its validation
+        RMSE after 100 steps (large power-law tables, where σ₁ comes from the most-rated
+        rows) continues from its best state at twice ``lr``, at most ``1.8 / depth``
+        (``deepmc._ratings_fit.fit_network``).
     weight_decay : float, default=0.01
         λ: every core decays at λ, the factor rows as ``decay_weighting`` says. Early
         stopping regularises a row through its slow growth, which is slowest for rarely
@@ -114,7 +117,10 @@ class RatingsCompletion(BaseEstimator):
         network on its initial plateau. With the spectral init and the joint biases
         (lr 0.1), λ = 0, 0.007, 0.01, 0.013, 0.02 gave validation RMSEs 0.9261, 0.9212,
         0.9194, 0.9191, 0.9300. Uniform decay (``decay_weighting=0``) bought < 0.001 at
-        1e-3 – 3e-2.
+        1e-3 – 3e-2. Where the largest weight ``w`` (``decay_weighting`` below) exceeds
+        20 (MovieLens-100K: ~10; ~100 at MovieLens-20M's density, whose most-rated rows
+        then held the network at its first step), λ is scaled by ``20 / w``
+        (``deepmc._ratings_fit.scale_decay``; each member's ``weight_decay`` says λ).
     decay_weighting : float, default=1.0
         α of :class:`~deepmc.CompressedDeepMatrixCompletion`: row ``u`` of ``U`` decays
         at ``λ (n_u / n̄)^α`` with ``n_u`` the user's training ratings and ``n̄`` their
@@ -207,7 +213,9 @@ class RatingsCompletion(BaseEstimator):
     best_iteration_ : int
         ``best_iterations_[0]`` (0 without a network).
     history_ : pandas.DataFrame
-        ``network_.history_`` (empty without a network).
+        ``network_.history_`` (empty without a network). A member continued at the
+        larger step after 100 steps (``lr``) holds the rows of both runs: the second
+        repeats the first's last iteration, and its ``seconds`` start again from 0.
 
     See Also
     --------
